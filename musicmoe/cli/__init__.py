@@ -1,0 +1,1 @@
+"""The ``musicmoe`` command line: one module per command group, each exposing ``register(subparsers)``."""
