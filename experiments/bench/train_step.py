@@ -1,0 +1,314 @@
+"""Training-step throughput of the translator against same-shape baselines, in one process.
+
+Runs (each model: FLOP count, warm-up steps, then ``--rounds`` rounds of timed steps interleaved across the
+models, median round reported; CUDA events on GPU, perf_counter on CPU):
+
+* ours, dense decoder FFN (``shared_across_modalities=True``);
+* ours, modality-routed MoE decoder (one FFN per target modality, hard routing: equal active parameters);
+* optionally ours with learned top-K routing among E experts per modality (``--topk E,K``; experts
+  ``d_ff * K / E`` wide, so the active FFN width stays ``d_ff``);
+* ``torch.nn.Transformer`` of the same shape (pre-LN, GELU, learned positions, one 4096-way output head);
+* HF ``transformers`` BART of the same shape, only when ``transformers`` is importable.
+
+Our batch mixes tasks: OMR (image -> lmx), AMT (audio -> midi), image -> audio (a third each; image/audio are
+4 codebooks x 1024 codes, lmx/midi vocabularies 4092 + 4 specials); every row is full length, so all models
+see ``batch * (src_len + tgt_len)`` tokens per step. FLOPs are counted with
+``torch.utils.flop_counter.FlopCounterMode`` over forward + backward; MFU is relative to a matmul ceiling
+measured in the same run (bf16 8192^3 on CUDA, float32 1024^3 on CPU).
+
+    python experiments/bench/train_step.py --size small --device cpu
+    python experiments/bench/train_step.py --size paper --device cuda [--compile] --json bench.json
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# run as a script, this folder is sys.path[0]; a sibling named like a stdlib module (tokenize.py) would shadow it
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from musicmoe.models import ModelConfig, Translator, VocabSpec, active_params, collate, count_params, param_groups
+
+SIZES = {
+    "small": dict(model=dict(d_model=128, n_heads=4, enc_layers=2, dec_layers=2, d_ff=512, subdecoder_layers=1,
+                             subdecoder_dim=64, subdecoder_heads=2),
+                  batch=6, src_len=64, tgt_len=64),
+    "paper": dict(model=dict(d_model=1024, n_heads=16, enc_layers=12, dec_layers=12, d_ff=4096, subdecoder_layers=2,
+                             subdecoder_dim=512, subdecoder_heads=8),
+                  batch=16, src_len=512, tgt_len=512),
+}
+VOCAB = VocabSpec.build(lmx_vocab_size=4092, midi_vocab_size=4092)
+BASELINE_VOCAB = 4096
+TASKS = [("image", "lmx"), ("audio", "midi"), ("image", "audio")]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_it(fn: Callable[[], None], device: torch.device, warmup: int, steps: int) -> float:
+    """Seconds per call of ``fn`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(steps):
+            fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1000.0 / steps
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - t0) / steps
+
+
+def matmul_ceiling(device: torch.device) -> tuple[float, str]:
+    """Measured matmul FLOP/s (bf16 8192^3 on CUDA, float32 1024^3 on CPU)."""
+    n, dtype, reps = (8192, torch.bfloat16, 20) if device.type == "cuda" else (1024, torch.float32, 5)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sec = time_it(lambda: torch.mm(a, b), device, warmup=3, steps=reps)
+    return 2 * n ** 3 / sec, f"{str(dtype).replace('torch.', '')} {n}^3 matmul"
+
+
+def mixed_batch(batch: int, src_len: int, tgt_len: int, seed: int = 0):
+    """Full-length rows, tasks in turn; source = content + EOS, target = BOS + content + EOS."""
+    gen = torch.Generator().manual_seed(seed)
+    examples = []
+    for i in range(batch):
+        src_m, tgt_m = TASKS[i % len(TASKS)]
+        s, t = VOCAB[src_m], VOCAB[tgt_m]
+        src = torch.randint(0, s.vocab_size, (s.codebooks, src_len - 1) if s.multi_codebook else (src_len - 1,),
+                            generator=gen)
+        tgt = torch.randint(0, t.vocab_size, (t.codebooks, tgt_len - 2) if t.multi_codebook else (tgt_len - 2,),
+                            generator=gen)
+        examples.append({"src": src, "src_modality": src_m, "tgt": tgt, "tgt_modality": tgt_m, "task": i % 3})
+    return collate(examples, VOCAB)
+
+
+class TorchTransformerBaseline(nn.Module):
+    """``torch.nn.Transformer`` (pre-LN, GELU) with token + learned position embeddings and an output head."""
+
+    def __init__(self, cfg: ModelConfig, max_len: int) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.src_emb = nn.Embedding(BASELINE_VOCAB, d)
+        self.tgt_emb = nn.Embedding(BASELINE_VOCAB, d)
+        self.pos = nn.Embedding(max_len, d)
+        with warnings.catch_warnings():  # "enable_nested_tensor is True, but ... norm_first was True"
+            warnings.simplefilter("ignore", UserWarning)
+            self.core = nn.Transformer(d, cfg.n_heads, cfg.enc_layers, cfg.dec_layers, cfg.d_ff, cfg.dropout,
+                                       activation="gelu", batch_first=True, norm_first=True)
+        self.head = nn.Linear(d, BASELINE_VOCAB)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        pos_s = self.pos(torch.arange(src.shape[1], device=src.device))
+        pos_t = self.pos(torch.arange(tgt.shape[1] - 1, device=src.device))
+        causal = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1] - 1, device=src.device)
+        h = self.core(self.src_emb(src) + pos_s, self.tgt_emb(tgt[:, :-1]) + pos_t, tgt_mask=causal,
+                      tgt_is_causal=True)
+        return F.cross_entropy(self.head(h).float().flatten(0, 1), tgt[:, 1:].flatten())
+
+
+def bart_baseline(cfg: ModelConfig, max_len: int):
+    """HF BART of the same shape, or ``None`` with the reason when transformers is not installed."""
+    try:
+        from transformers import BartConfig, BartForConditionalGeneration
+    except ImportError as e:
+        return None, f"transformers not importable ({e.__class__.__name__}); BART skipped"
+    bc = BartConfig(vocab_size=BASELINE_VOCAB, d_model=cfg.d_model, encoder_layers=cfg.enc_layers,
+                    decoder_layers=cfg.dec_layers, encoder_attention_heads=cfg.n_heads,
+                    decoder_attention_heads=cfg.n_heads, encoder_ffn_dim=cfg.d_ff, decoder_ffn_dim=cfg.d_ff,
+                    max_position_embeddings=max_len, dropout=cfg.dropout, attention_dropout=0.0,
+                    activation_dropout=0.0)
+    try:
+        model = BartForConditionalGeneration._from_config(bc, attn_implementation="sdpa")
+    except (TypeError, ValueError):
+        model = BartForConditionalGeneration(bc)
+    return model, ""
+
+
+class Case:
+    """One model with its optimizer and training step, timed in rounds interleaved with the other cases."""
+
+    def __init__(self, name: str, model: nn.Module, loss_fn: Callable[[], torch.Tensor], device: torch.device,
+                 args: argparse.Namespace, active: int | None = None) -> None:
+        self.name, self.model, self.device = name, model.to(device).train(), device
+        self.active = active or count_params(model)
+        opt_kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
+        self.opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, **opt_kw)
+        self.amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and not args.fp32 \
+            else contextlib.nullcontext
+        self.loss_fn = loss_fn
+        self.fwd = torch.compile(loss_fn, dynamic=False) if args.compile else loss_fn
+        self.times: list[float] = []
+
+    def step(self) -> None:
+        with self.amp():
+            loss = self.fwd()
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def count_flops(self) -> int:
+        """FLOPs of forward + backward of the eager model (compiled code is not seen by the counter)."""
+        with FlopCounterMode(display=False) as counter:
+            with self.amp():
+                loss = self.loss_fn()
+            loss.backward()
+        self.opt.zero_grad(set_to_none=True)
+        return counter.get_total_flops()
+
+    def peak_mib(self) -> float:
+        """CUDA: weights + optimizer state + the peak extra memory of one step (grads, activations)."""
+        if self.device.type != "cuda":
+            return float("nan")
+        torch.cuda.synchronize(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.step()
+        torch.cuda.synchronize(self.device)
+        extra = torch.cuda.max_memory_allocated(self.device) - before
+        state = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        state += sum(t.numel() * t.element_size() for st in self.opt.state.values() for t in st.values()
+                     if isinstance(t, torch.Tensor))
+        return (state + extra) / 2 ** 20
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="small")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per round (default 3 on CPU, 10 on CUDA)")
+    ap.add_argument("--rounds", type=int, default=3, help="timing rounds (median reported)")
+    ap.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 2 on CPU, 5 on CUDA)")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--src-len", type=int, default=None)
+    ap.add_argument("--tgt-len", type=int, default=None)
+    ap.add_argument("--topk", default=None, metavar="E,K",
+                    help="also run E experts per modality with top-K routing, experts d_ff*K/E wide")
+    ap.add_argument("--codebook-mode", choices=["subdecoder", "delay"], default="subdecoder")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the loss computation of every model")
+    ap.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 on CPU: stable timings on a "
+                    "shared machine)")
+    ap.add_argument("--json", default=None, help="write the result rows to this JSON file")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda but CUDA is not available")
+    cpu = device.type == "cpu"
+    if cpu:
+        torch.set_num_threads(args.threads or 1)
+    args.steps = args.steps or (3 if cpu else 10)
+    args.warmup = args.warmup if args.warmup is not None else (2 if cpu else 5)
+    size = SIZES[args.size]
+    b = args.batch or size["batch"]
+    s_len, t_len = args.src_len or size["src_len"], args.tgt_len or size["tgt_len"]
+    tokens = b * (s_len + t_len)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(0)
+
+    ceiling, ceiling_what = matmul_ceiling(device)
+    dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    threads = f" ({torch.get_num_threads()} thread(s))" if cpu else ""
+    print(f"device {dev_name}{threads}, torch {torch.__version__}, ceiling {ceiling / 1e12:.3f} TFLOP/s "
+          f"({ceiling_what})")
+    print(f"size {args.size}: batch {b}, src {s_len}, tgt {t_len} tokens/frames per row; tasks "
+          f"{', '.join(f'{a}->{c}' for a, c in TASKS)}; {'fp32' if cpu or args.fp32 else 'bf16 autocast'}"
+          f"{', compiled' if args.compile else ''}", flush=True)
+
+    batch = mixed_batch(b, s_len, t_len).to(device)
+    base = dict(size["model"], dropout=0.1, codebook_mode=args.codebook_mode, max_src_len=s_len,
+                max_tgt_len=t_len, validate_inputs=False)
+    variants = [("ours dense", dict(shared_across_modalities=True)),
+                ("ours MoE (per-modality FFN)", dict(shared_across_modalities=False))]
+    if args.topk:
+        e, k = (int(v) for v in args.topk.split(","))
+        variants.append((f"ours MoE top-{k} of {e}/modality",
+                         dict(experts_per_modality=e, top_k=k, expert_d_ff=base["d_ff"] * k // e)))
+    cases: list[Case] = []
+    for name, extra in variants:
+        model = Translator(ModelConfig(**base, **extra), VOCAB)
+        cases.append(Case(name, model, lambda m=model: m(batch).loss, device, args, active_params(model)))
+    cfg = ModelConfig(**base)
+    gen = torch.Generator().manual_seed(1)
+    src = torch.randint(0, BASELINE_VOCAB, (b, s_len), generator=gen).to(device)
+    tgt = torch.randint(0, BASELINE_VOCAB, (b, t_len), generator=gen).to(device)
+    torch_model = TorchTransformerBaseline(cfg, max(s_len, t_len))
+    cases.append(Case("torch.nn.Transformer", torch_model, lambda: torch_model(src, tgt), device, args))
+    bart, note = bart_baseline(cfg, max(s_len, t_len))
+    if bart is not None:
+        mask = torch.ones_like(src)
+        cases.append(Case("HF BART (sdpa)", bart, lambda: bart(input_ids=src, attention_mask=mask,
+                                                               decoder_input_ids=tgt[:, :-1], labels=tgt[:, 1:]).loss,
+                          device, args))
+    flops, peaks = {}, {}
+    for case in cases:
+        flops[case.name] = case.count_flops()
+        for _ in range(args.warmup):
+            case.step()
+        peaks[case.name] = case.peak_mib()
+    for r in range(args.rounds):  # interleaved rounds: a load change on a shared machine hits every model alike
+        for case in cases:
+            case.times.append(time_it(case.step, device, 0, args.steps))
+        print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{c.name} {c.times[-1] * 1e3:.1f} ms"
+                                                            for c in cases), flush=True)
+    rows = []
+    for case in cases:
+        sec = sorted(case.times)[len(case.times) // 2]
+        f = flops[case.name]
+        rows.append({"name": case.name, "params": count_params(case.model), "active": case.active, "sec": sec,
+                     "tokens_per_s": tokens / sec, "flops_per_step": f, "flops_per_s": f / sec,
+                     "mfu": f / sec / ceiling, "peak_mib": peaks[case.name]})
+
+    ref = next(r for r in rows if r["name"] == "torch.nn.Transformer")
+    unit, scale = ("TFLOP", 1e12) if not cpu else ("GFLOP", 1e9)
+    header = (f"{'model':<30}{'params':>9}{'active':>9}{'ms/step':>9}{'tokens/s':>11}{unit + '/step':>12}"
+              f"{unit + '/s':>10}{'MFU':>7}{'peak MiB':>10}{'tok/s vs torch':>16}{'FLOP/s vs torch':>17}")
+    print()
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        peak = "n/a" if math.isnan(r["peak_mib"]) else f"{r['peak_mib']:.0f}"
+        print(f"{r['name']:<30}{r['params'] / 1e6:>8.1f}M{r['active'] / 1e6:>8.1f}M{r['sec'] * 1e3:>9.1f}"
+              f"{r['tokens_per_s']:>11.0f}{r['flops_per_step'] / scale:>12.2f}{r['flops_per_s'] / scale:>10.2f}"
+              f"{r['mfu'] * 100:>6.1f}%{peak:>10}{r['tokens_per_s'] / ref['tokens_per_s']:>16.2f}"
+              f"{r['flops_per_s'] / ref['flops_per_s']:>17.2f}")
+    if note:
+        print(f"HF BART: {note}")
+    print("ms/step: median of the timing rounds; peak MiB (CUDA): weights + optimizer state + peak extra memory of "
+          "one step")
+    print(f"MFU = counted FLOPs per second / measured ceiling ({ceiling / scale:.2f} {unit}/s); tokens = source + "
+          f"target tokens (frames) per step = {tokens}")
+    if args.json:
+        with open(args.json + ".tmp", "w") as f:
+            json.dump({"device": dev_name, "ceiling_flops": ceiling, "args": vars(args), "rows": rows}, f, indent=1)
+        os.replace(args.json + ".tmp", args.json)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

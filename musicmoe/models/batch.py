@@ -1,0 +1,216 @@
+"""The padded tensor batch the translator consumes, and ``collate`` that builds it.
+
+``Batch`` fields (``B`` examples, ``S`` source and ``T`` target tokens, ``Q = VocabSpec.max_codebooks``):
+
+* ``src_tokens`` (B, S, Q) long: source ids; ``src_mask`` (B, S) bool, True = real token;
+* ``src_modality`` (B,) long: index into ``MODALITIES = ("image", "lmx", "midi", "audio")``;
+* ``tgt_tokens`` (B, T, Q) long: target ids starting with a BOS frame and ending with an EOS frame;
+  ``tgt_mask`` (B, T) bool (True = real, BOS and EOS included); ``tgt_modality`` (B,) long;
+* ``task`` (B,) long: a task id of the caller's choosing (only used to split the loss per task).
+
+Rows may mix tasks and modalities. Single-stream modalities use column 0 of the token axis and hold their
+PAD id in the other columns; padded positions hold the row modality's PAD id in every column. Padding is at
+the end of each row.
+
+``collate(examples, vocab)`` turns per-example arrays into a ``Batch``: each example is a
+:class:`TranslationExample` or a mapping with keys ``src``, ``src_modality``, ``tgt``, ``tgt_modality`` and
+optionally ``task`` (default 0) and ``key`` (named in errors). ``src``/``tgt`` are integer arrays (numpy,
+torch or lists) of content ids ``0..V-1`` (or SEP): shape (T,) for single-stream modalities, (Q, T) for
+multi-codebook ones. ``collate`` appends EOS to the source (so no source row is empty) and wraps the target
+as BOS + content + EOS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from musicmoe.models.vocab import MODALITIES, ModalitySpec, VocabSpec
+
+
+@dataclass
+class Batch:
+    """Padded batch of translation examples (see the module docstring for shapes)."""
+
+    src_tokens: torch.Tensor
+    src_mask: torch.Tensor
+    src_modality: torch.Tensor
+    tgt_tokens: torch.Tensor
+    tgt_mask: torch.Tensor
+    tgt_modality: torch.Tensor
+    task: torch.Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return Batch(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)})
+
+    def pin_memory(self) -> Batch:
+        return Batch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+
+    def __len__(self) -> int:
+        return int(self.src_tokens.shape[0])
+
+    @property
+    def num_target_tokens(self) -> int:
+        """Predicted target positions (real target tokens/frames minus the BOS of each row)."""
+        return int(self.tgt_mask.sum().item()) - len(self)
+
+    def check(self, vocab: VocabSpec) -> None:
+        """Raise ``ValueError`` on wrong shapes/dtypes or ids outside each row modality's vocabulary."""
+        b = len(self)
+        for name, ndim, dtype in (("src_tokens", 3, torch.long), ("tgt_tokens", 3, torch.long),
+                                  ("src_mask", 2, torch.bool), ("tgt_mask", 2, torch.bool),
+                                  ("src_modality", 1, torch.long), ("tgt_modality", 1, torch.long),
+                                  ("task", 1, torch.long)):
+            t = getattr(self, name)
+            if t.ndim != ndim or t.dtype != dtype or t.shape[0] != b:
+                raise ValueError(f"Batch.{name}: expected {ndim}-d {dtype} with {b} rows, got {tuple(t.shape)} "
+                                 f"{t.dtype}")
+        for side in ("src", "tgt"):
+            tok, mask, mod = (getattr(self, f"{side}_{n}") for n in ("tokens", "mask", "modality"))
+            if mask.shape != tok.shape[:2]:
+                raise ValueError(f"Batch.{side}_mask: shape {tuple(mask.shape)} != {tuple(tok.shape[:2])}")
+            check_tokens(tok, mod, vocab, f"Batch.{side}_tokens")
+
+
+def check_tokens(tokens: torch.Tensor, modality: torch.Tensor, vocab: VocabSpec, what: str) -> None:
+    """Raise ``ValueError`` unless ``tokens`` (B, L, Qmax) hold valid ids of each row's ``modality`` (B,):
+    ``0..V+3`` in the modality's codebook columns, PAD in the unused columns of single-stream rows."""
+    q = vocab.max_codebooks
+    if tokens.ndim != 3 or tokens.shape[2] != q:
+        raise ValueError(f"{what}: expected (B, L, {q}) ids, got shape {tuple(tokens.shape)}")
+    if modality.shape != tokens.shape[:1] or ((modality < 0) | (modality >= len(MODALITIES))).any():
+        raise ValueError(f"{what}: need one modality index in 0..{len(MODALITIES) - 1} per row")
+    bounds = torch.tensor([[[0, s.table_size] if c < s.codebooks else [s.pad_id, s.pad_id + 1] for c in range(q)]
+                           for s in vocab], device=tokens.device)[modality]  # (B, Q, 2): allowed lo..hi-1
+    bad = (tokens < bounds[:, None, :, 0]) | (tokens >= bounds[:, None, :, 1])
+    if bad.any():
+        row = int(bad.any(dim=2).any(dim=1).nonzero()[0, 0])
+        raise ValueError(f"{what}: row {row} ({MODALITIES[int(modality[row])]}) has ids outside its vocabulary "
+                         f"(or non-PAD ids in unused codebook columns)")
+
+
+@dataclass
+class TranslationExample:
+    """One (source, target) pair of content-id arrays; see the module docstring."""
+
+    src: Any
+    src_modality: str | int
+    tgt: Any
+    tgt_modality: str | int
+    task: int = 0
+    key: str | None = None
+
+
+def _as_codes(value: Any, spec: ModalitySpec, what: str) -> np.ndarray:
+    """Content ids as an int64 array of shape (Q, T), validated against ``spec``."""
+    arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if arr.size == 0:
+        arr = arr.reshape((spec.codebooks, 0) if spec.multi_codebook else (0,))
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{what}: expected integer ids, got dtype {arr.dtype}")
+    if spec.multi_codebook:
+        if arr.ndim != 2 or arr.shape[0] != spec.codebooks:
+            raise ValueError(f"{what}: {spec.name} needs shape ({spec.codebooks}, T), got {arr.shape}")
+    else:
+        if arr.ndim == 2 and arr.shape[0] == 1:
+            arr = arr[0]
+        if arr.ndim != 1:
+            raise ValueError(f"{what}: {spec.name} needs shape (T,), got {arr.shape}")
+        arr = arr[None, :]
+    arr = arr.astype(np.int64, copy=False)
+    bad = ((arr < 0) | (arr >= spec.vocab_size)) & (arr != spec.sep_id)
+    if bad.any():
+        raise ValueError(f"{what}: {spec.name} ids must be content ids 0..{spec.vocab_size - 1} (or SEP "
+                         f"{spec.sep_id}); found {int(arr[bad][0])}")
+    return arr
+
+
+def _field(example: Any, name: str, default: Any = ...) -> Any:
+    if isinstance(example, Mapping):
+        if name in example:
+            return example[name]
+    elif hasattr(example, name):
+        return getattr(example, name)
+    if default is ...:
+        raise ValueError(f"collate: example is missing {name!r}")
+    return default
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def collate(
+    examples: Sequence[TranslationExample | Mapping[str, Any]],
+    vocab: VocabSpec,
+    *,
+    max_src_len: int | None = None,
+    max_tgt_len: int | None = None,
+    pad_to_multiple: int = 1,
+) -> Batch:
+    """Pad examples into a :class:`Batch`, adding EOS to sources and BOS/EOS to targets.
+
+    ``max_src_len``/``max_tgt_len`` (specials included) truncate long rows: a truncated source keeps its EOS,
+    a truncated target loses its EOS (its end was cut, so the model must not learn to stop there).
+    ``pad_to_multiple`` rounds both padded lengths up (fewer distinct shapes for kernels and compilation).
+    """
+    if not examples:
+        raise ValueError("collate: no examples")
+    if pad_to_multiple < 1:
+        raise ValueError(f"collate: pad_to_multiple must be >= 1, got {pad_to_multiple}")
+    if max_src_len is not None and max_src_len < 1:
+        raise ValueError(f"collate: max_src_len must be >= 1, got {max_src_len}")
+    if max_tgt_len is not None and max_tgt_len < 2:
+        raise ValueError(f"collate: max_tgt_len must be >= 2 (BOS + one token), got {max_tgt_len}")
+    q_max = vocab.max_codebooks
+    rows: list[tuple[np.ndarray, ModalitySpec, np.ndarray, ModalitySpec, int]] = []
+    for i, ex in enumerate(examples):
+        key = _field(ex, "key", None)
+        where = f"collate example {i}" + (f" ({key})" if key is not None else "")
+        try:
+            s_spec = vocab[_field(ex, "src_modality")]
+            t_spec = vocab[_field(ex, "tgt_modality")]
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+        src = _as_codes(_field(ex, "src"), s_spec, f"{where} src")
+        tgt = _as_codes(_field(ex, "tgt"), t_spec, f"{where} tgt")
+        s_col = lambda v, q: np.full((q, 1), v, dtype=np.int64)  # noqa: E731
+        if max_src_len is not None:
+            src = src[:, : max_src_len - 1]
+        src = np.concatenate([src, s_col(s_spec.eos_id, s_spec.codebooks)], axis=1)
+        body = tgt
+        eos = True
+        if max_tgt_len is not None and tgt.shape[1] + 2 > max_tgt_len:
+            body, eos = tgt[:, : max_tgt_len - 1], False
+        parts = [s_col(t_spec.bos_id, t_spec.codebooks), body] + ([s_col(t_spec.eos_id, t_spec.codebooks)]
+                                                                   if eos else [])
+        rows.append((src, s_spec, np.concatenate(parts, axis=1), t_spec, int(_field(ex, "task", 0))))
+
+    b = len(rows)
+    s_len = _round_up(max(r[0].shape[1] for r in rows), pad_to_multiple)
+    t_len = _round_up(max(r[2].shape[1] for r in rows), pad_to_multiple)
+    src_tokens = np.empty((b, s_len, q_max), dtype=np.int64)
+    tgt_tokens = np.empty((b, t_len, q_max), dtype=np.int64)
+    src_mask = np.zeros((b, s_len), dtype=bool)
+    tgt_mask = np.zeros((b, t_len), dtype=bool)
+    for i, (src, s_spec, tgt, t_spec, _) in enumerate(rows):
+        src_tokens[i] = s_spec.pad_id
+        src_tokens[i, : src.shape[1], : s_spec.codebooks] = src.T
+        src_mask[i, : src.shape[1]] = True
+        tgt_tokens[i] = t_spec.pad_id
+        tgt_tokens[i, : tgt.shape[1], : t_spec.codebooks] = tgt.T
+        tgt_mask[i, : tgt.shape[1]] = True
+    return Batch(
+        src_tokens=torch.from_numpy(src_tokens),
+        src_mask=torch.from_numpy(src_mask),
+        src_modality=torch.tensor([r[1].index for r in rows], dtype=torch.long),
+        tgt_tokens=torch.from_numpy(tgt_tokens),
+        tgt_mask=torch.from_numpy(tgt_mask),
+        tgt_modality=torch.tensor([r[3].index for r in rows], dtype=torch.long),
+        task=torch.tensor([r[4] for r in rows], dtype=torch.long),
+    )
+

@@ -1,0 +1,374 @@
+"""Autoregressive decoding for ``Translator.generate``: greedy, nucleus (top-p) sampling and beam search.
+
+The batch is split by target modality; each part is decoded with a *stepper* that knows its output layout:
+
+* single-stream (lmx, midi): one token per step;
+* multi-codebook, sub-decoder mode: one frame per main-decoder step, its Q codes chosen in turn by the
+  depth decoder;
+* multi-codebook, delay mode: one delayed position per step (Q parallel heads); the frame with code-0 EOS
+  ends the sequence, ``Q - 2`` more steps finish the codebooks of the last frame.
+
+Never generated: PAD and BOS; EOS only on codebook 0 (and not before ``min_len``); codebooks >= 1 produce
+content ids only. Beam search scores codebook 0 by beam and completes the other codebooks of a frame greedily
+(scores add their log-probabilities); hypotheses are ranked by ``score / (length + 1) ** length_penalty``.
+``use_cache=False`` re-runs the whole decoder over the prefix every step (same tokens, slower): the reference
+for the KV-cache test and the decoding benchmark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from musicmoe.models.batch import check_tokens
+from musicmoe.models.codebooks import DepthDecoder
+from musicmoe.models.vocab import MODALITIES, ModalitySpec, modality_index
+
+if TYPE_CHECKING:
+    from musicmoe.models.translator import Translator
+
+STRATEGIES = ("greedy", "beam", "top_p")
+NEG_INF = float("-inf")
+Picker = Callable[..., tuple[torch.Tensor, "torch.Tensor | None"]]
+
+
+def make_picker(strategy: str, temperature: float, top_p: float, generator: torch.Generator | None) -> Picker:
+    """``pick(logits (n, V), need_logp) -> (ids (n,), log-probs (n,) or None)``: argmax, or nucleus sampling
+    for ``top_p``."""
+
+    def pick(logits: torch.Tensor, need_logp: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = logits.float()
+        if strategy == "top_p":
+            probs = (logits / temperature).softmax(-1)
+            p_sorted, i_sorted = probs.sort(-1, descending=True)
+            keep = (p_sorted.cumsum(-1) - p_sorted) < top_p  # the most likely id is always kept
+            choice = torch.multinomial(p_sorted * keep, 1, generator=generator)
+            ids = i_sorted.gather(-1, choice).squeeze(-1)
+        else:
+            ids = logits.argmax(-1)
+        if not need_logp:
+            return ids, None
+        return ids, logits.log_softmax(-1).gather(-1, ids[:, None]).squeeze(-1)
+
+    return pick
+
+
+def _blocking_bias(size: int, ids: Sequence[int], device) -> torch.Tensor:
+    """(size,) additive logit bias: -inf at ``ids``, 0 elsewhere."""
+    bias = torch.zeros(size, device=device)
+    bias[list(ids)] = NEG_INF
+    return bias
+
+
+def _force(logits: torch.Tensor, rows: torch.Tensor, token: int) -> torch.Tensor:
+    """Rows in ``rows`` (bool) may only produce ``token`` (log-prob 0)."""
+    forced = torch.full_like(logits, NEG_INF)
+    forced[:, token] = 0.0
+    return torch.where(rows[:, None], forced, logits)
+
+
+class _Stepper:
+    """Per-target-modality decoding rules and state (one row per hypothesis)."""
+
+    def __init__(self, model: Translator, modality: int, n: int, max_len: int, min_len: int, device) -> None:
+        self.model, self.m = model, modality
+        self.spec: ModalitySpec = model.vocab[modality]
+        self.q_max = model.vocab.max_codebooks
+        self.n, self.max_len, self.min_len = n, max_len, min_len
+        self.finished = torch.zeros(n, dtype=torch.bool, device=device)
+        self.length = torch.full((n,), max_len, dtype=torch.long, device=device)
+        self.any_finished = False  # host copy, refreshed by all_done() (saves kernels while no row has ended)
+        self.total_steps = max_len
+        sp, v = self.spec, self.spec.table_size
+        self._bias_first = _blocking_bias(v, [sp.pad_id, sp.bos_id], device)  # PAD/BOS never generated
+        self._bias_first_no_eos = _blocking_bias(v, [sp.pad_id, sp.bos_id, sp.eos_id], device)  # before min_len
+        self._bias_content = _blocking_bias(v, [sp.pad_id, sp.bos_id, sp.eos_id, sp.sep_id], device)
+
+    def bos_frame(self) -> torch.Tensor:
+        frame = torch.full((self.n, self.q_max), self.spec.pad_id, dtype=torch.long, device=self.finished.device)
+        frame[:, : self.spec.codebooks] = self.spec.bos_id
+        return frame
+
+    def _frame(self, codes: torch.Tensor) -> torch.Tensor:
+        frame = torch.full((codes.shape[0], self.q_max), self.spec.pad_id, dtype=torch.long, device=codes.device)
+        frame[:, : codes.shape[1]] = codes
+        return frame
+
+    def _first_constraints(self, logits: torch.Tensor, produced: int) -> torch.Tensor:
+        """Codebook-0 / single-stream rule after ``produced`` tokens (frames): no PAD/BOS, no EOS before
+        ``min_len``; finished rows may only pad."""
+        logits = logits + (self._bias_first_no_eos if produced < self.min_len else self._bias_first)
+        return _force(logits, self.finished, self.spec.pad_id) if self.any_finished else logits
+
+    def _content_only(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits + self._bias_content
+
+    def first_logits(self, h: torch.Tensor, step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def complete(self, h: torch.Tensor, tok0: torch.Tensor, step: int, pick: Picker, need_logp: bool = False):
+        """The full frame (n, Qmax) given code 0 / the token, and the log-probs of the codes chosen here
+        (summed per row; only computed with ``need_logp``)."""
+        raise NotImplementedError
+
+    def update(self, frame: torch.Tensor, step: int) -> None:
+        new = (frame[:, 0] == self.spec.eos_id) & ~self.finished
+        self.length = torch.where(new, step, self.length)
+        self.finished |= new
+
+    def reorder(self, index: torch.Tensor) -> None:
+        self.finished = self.finished[index]
+        self.length = self.length[index]
+        self.any_finished = True  # conservative: reordered rows may have ended
+
+    def all_done(self) -> bool:
+        any_done, all_done = torch.stack([self.finished.any(), self.finished.all()]).tolist()
+        self.any_finished = self.any_finished or any_done
+        return all_done
+
+    def results(self, seq: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
+        q = self.spec.codebooks
+        out = []
+        for r in rows.tolist():
+            frames = seq[r, 1: 1 + int(self.length[r]), :q]
+            out.append(frames[:, 0].clone() if not self.spec.multi_codebook else frames.T.contiguous())
+        return out
+
+
+class _SingleStepper(_Stepper):
+    def first_logits(self, h: torch.Tensor, step: int) -> torch.Tensor:
+        return self._first_constraints(self.model.head_logits(self.m, h)[:, 0].float(), step)
+
+    def complete(self, h, tok0, step, pick, need_logp=False):
+        return self._frame(tok0[:, None]), torch.zeros(tok0.shape[0], device=tok0.device)
+
+
+class _DepthStepper(_Stepper):
+    def first_logits(self, h: torch.Tensor, step: int) -> torch.Tensor:
+        head = self.model.heads[self.spec.name]
+        assert isinstance(head, DepthDecoder)
+        prefix = torch.zeros(h.shape[0], 0, dtype=torch.long, device=h.device)
+        return self._first_constraints(head.next_logits(h, prefix).float(), step)
+
+    def complete(self, h, tok0, step, pick, need_logp=False):
+        head = self.model.heads[self.spec.name]
+        special = tok0 >= self.spec.vocab_size
+        codes = torch.where(special, 0, tok0)[:, None]  # specials do not feed the depth decoder
+        extra = torch.zeros(tok0.shape[0], device=tok0.device)
+        for _ in range(1, self.spec.codebooks):
+            ids, logp = pick(self._content_only(head.next_logits(h, codes).float()), need_logp)
+            codes = torch.cat([codes, ids[:, None]], 1)
+            if need_logp:
+                extra = extra + torch.where(special, 0.0, logp)
+        codes = torch.where(special[:, None], tok0[:, None], codes)
+        codes[:, 0] = tok0
+        return self._frame(codes), extra
+
+
+class _DelayStepper(_Stepper):
+    """Delayed positions p = 1..max_len + Q - 1; ``end[r]`` = position (= frame) of the code-0 EOS."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.total_steps = self.max_len + self.spec.codebooks - 1
+        self.end = torch.full((self.n,), 1 << 40, dtype=torch.long, device=self.finished.device)
+        self._logits: torch.Tensor | None = None
+
+    def first_logits(self, h: torch.Tensor, step: int) -> torch.Tensor:
+        s, p = self.spec, step + 1
+        self._logits = self.model.head_logits(self.m, h).float()  # (n, Q, V)
+        logits = self._logits[:, 0] + (self._bias_first_no_eos if p - 1 < self.min_len else self._bias_first)
+        ended = self.end < p
+        if p == self.max_len + 1:
+            logits = _force(logits, ~ended, s.eos_id)
+        return _force(logits, ended, s.pad_id)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        super().reorder(index)
+        self.end = self.end[index]
+        if self._logits is not None:
+            self._logits = self._logits[index]
+
+    def complete(self, h, tok0, step, pick, need_logp=False):
+        s, p = self.spec, step + 1
+        assert self._logits is not None
+        end = torch.where((tok0 == s.eos_id) & (self.end > p), p, self.end)
+        codes = [tok0]
+        extra = torch.zeros(tok0.shape[0], device=tok0.device)
+        for q in range(1, s.codebooks):
+            j = p - q  # frame whose code q is produced now
+            ids, logp = pick(self._content_only(self._logits[:, q]), need_logp)
+            if j < 1:
+                ids = torch.full_like(ids, s.bos_id)
+            else:
+                ids = torch.where(end == j, s.eos_id, torch.where(end < j, s.pad_id, ids))
+                if need_logp:
+                    extra = extra + torch.where(end > j, logp, 0.0)
+            codes.append(ids)
+        return self._frame(torch.stack(codes, 1)), extra
+
+    def update(self, frame: torch.Tensor, step: int) -> None:
+        p = step + 1
+        self.end = torch.where((frame[:, 0] == self.spec.eos_id) & (self.end > p), p, self.end)
+        self.length = torch.clamp(self.end - 1, max=self.max_len)
+        self.finished = self.end + self.spec.codebooks - 2 <= p
+
+    def results(self, seq: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
+        q = self.spec.codebooks
+        cols = torch.arange(q, device=seq.device)
+        out = []
+        for r in rows.tolist():
+            frames = torch.arange(1, int(self.length[r]) + 1, device=seq.device)
+            out.append(seq[r][frames[:, None] + cols[None, :], cols[None, :]].T.contiguous())  # code q of frame j
+        return out                                                                           # sits at j + q
+
+
+def _stepper_class(model: Translator, spec: ModalitySpec) -> type[_Stepper]:
+    if not spec.multi_codebook:
+        return _SingleStepper
+    return _DelayStepper if model.config.codebook_mode == "delay" else _DepthStepper
+
+
+def _as_modality_tensor(value, b: int, device, what: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        t = value.to(device=device, dtype=torch.long).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(b).clone()
+    elif isinstance(value, (str, int)):
+        t = torch.full((b,), modality_index(value), dtype=torch.long, device=device)
+    else:
+        t = torch.tensor([modality_index(v) for v in value], dtype=torch.long, device=device)
+    if t.shape != (b,):
+        raise ValueError(f"generate: {what} must give one modality per row ({b}), got shape {tuple(t.shape)}")
+    if ((t < 0) | (t >= len(MODALITIES))).any():
+        raise ValueError(f"generate: {what} values must be in 0..{len(MODALITIES) - 1}")
+    return t
+
+
+def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, m: int, max_len: int,
+                 strategy: str, beam_size: int, pick: Picker, use_cache: bool, min_len: int,
+                 length_penalty: float) -> list[torch.Tensor]:
+    n = memory.shape[0]
+    k = beam_size if strategy == "beam" else 1
+    if k > 1:
+        memory = memory.repeat_interleave(k, 0)
+        mem_mask = mem_mask.repeat_interleave(k, 0)
+    rows = n * k
+    dev = memory.device
+    stepper = _stepper_class(model, model.vocab[m])(model, m, rows, max_len, min_len, dev)
+    if model.positions is not None:
+        model.positions.check(m, stepper.total_steps + 1)
+    tgt_mod = torch.full((rows,), m, dtype=torch.long, device=dev)
+    seq = stepper.bos_frame()[:, None, :]
+    cache = model_cache(model, memory, mem_mask, stepper.total_steps + 1) if use_cache else None
+    scores = torch.zeros(n, k, device=dev)
+    scores[:, 1:] = NEG_INF  # all beams start identical: expand only the first
+    scores = scores.reshape(-1)
+    greedy = make_picker("greedy", 1.0, 1.0, None)
+    for step in range(stepper.total_steps):
+        if cache is not None:
+            h = model.decode(seq[:, -1:], tgt_mod, cache=cache)[0][:, -1]
+        else:
+            h = model.decode(seq, tgt_mod, memory=memory, memory_mask=mem_mask)[0][:, -1]
+        logits0 = stepper.first_logits(h, step)
+        if k > 1:
+            v = logits0.shape[1]
+            cand = (scores[:, None] + logits0.log_softmax(-1)).view(n, k * v)
+            top_s, top_i = cand.topk(k, dim=-1)
+            src = (torch.div(top_i, v, rounding_mode="floor") + torch.arange(n, device=dev)[:, None] * k).reshape(-1)
+            tok0 = (top_i % v).reshape(-1)
+            seq, h = seq.index_select(0, src), h.index_select(0, src)
+            stepper.reorder(src)
+            if cache is not None:
+                cache.reorder(src)
+            frame, extra = stepper.complete(h, tok0, step, greedy, need_logp=True)
+            scores = top_s.reshape(-1) + extra
+        else:
+            tok0, _ = pick(logits0)
+            frame, _ = stepper.complete(h, tok0, step, pick)
+        stepper.update(frame, step)
+        seq = torch.cat([seq, frame[:, None, :]], 1)
+        if stepper.all_done():
+            break
+    if k > 1:
+        norm = scores / (stepper.length.float() + 1.0) ** length_penalty
+        best = norm.view(n, k).argmax(-1) + torch.arange(n, device=dev) * k
+    else:
+        best = torch.arange(n, device=dev)
+    return stepper.results(seq, best)
+
+
+def model_cache(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, max_len: int):
+    from musicmoe.models.translator import DecoderCache
+
+    return DecoderCache(model, memory, mem_mask, max_len)
+
+
+def generate(
+    model: Translator,
+    src_tokens: torch.Tensor,
+    src_mask: torch.Tensor,
+    src_modality,
+    tgt_modality,
+    max_len: int,
+    *,
+    strategy: str = "greedy",
+    beam_size: int = 4,
+    top_p: float = 0.9,
+    temperature: float = 1.0,
+    use_cache: bool = True,
+    min_len: int = 0,
+    length_penalty: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[torch.Tensor]:
+    """Decode every row of a padded source batch (``src_tokens`` (B, S, Qmax), ``src_mask`` (B, S)).
+
+    ``src_modality``/``tgt_modality``: one modality (name or index) for all rows, or one per row.
+    Returns one tensor per row with the generated content (EOS and specials stripped): (T,) ids for
+    single-stream targets, (Q, T) codes for multi-codebook targets, ``T <= max_len`` (EOS ends early;
+    ``min_len`` forbids EOS before that many tokens/frames). ``strategy``: ``greedy``, ``top_p`` (nucleus
+    sampling with ``temperature``, reproducible with ``generator``) or ``beam`` (``beam_size``,
+    ``length_penalty``). Runs in eval mode (restored afterwards) without gradients.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"generate: strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if max_len < 0 or min_len < 0:
+        raise ValueError(f"generate: max_len and min_len must be >= 0, got {max_len}, {min_len}")
+    if strategy == "beam" and beam_size < 1:
+        raise ValueError(f"generate: beam_size must be >= 1, got {beam_size}")
+    if strategy == "top_p" and not (0.0 < top_p <= 1.0 and temperature > 0.0):
+        raise ValueError(f"generate: need 0 < top_p <= 1 and temperature > 0, got {top_p}, {temperature}")
+    if src_tokens.ndim != 3 or src_mask.shape != src_tokens.shape[:2]:
+        raise ValueError(f"generate: src_tokens must be (B, S, Q) with src_mask (B, S); got "
+                         f"{tuple(src_tokens.shape)} and {tuple(src_mask.shape)}")
+    b, dev = src_tokens.shape[0], src_tokens.device
+    if src_tokens.shape[2] != model.vocab.max_codebooks:
+        raise ValueError(f"generate: src_tokens has {src_tokens.shape[2]} codebook columns, the vocabulary "
+                         f"needs {model.vocab.max_codebooks}")
+    src_mod = _as_modality_tensor(src_modality, b, dev, "src_modality")
+    tgt_mod = _as_modality_tensor(tgt_modality, b, dev, "tgt_modality")
+    src_tokens = src_tokens.long()
+    if model.config.validate_inputs:
+        check_tokens(src_tokens, src_mod, model.vocab, "generate: src_tokens")
+    if b == 0:
+        return []
+    if max_len == 0:
+        return [torch.zeros((model.vocab[int(m)].codebooks, 0) if model.vocab[int(m)].multi_codebook else (0,),
+                            dtype=torch.long, device=dev) for m in tgt_mod.tolist()]
+    pick = make_picker(strategy, temperature, top_p, generator)
+    was_training = model.training
+    model.eval()
+    try:
+        memory, mem_mask = model.encode(src_tokens, src_mask.bool(), src_mod, tgt_mod)
+        results: list[torch.Tensor | None] = [None] * b
+        for m in tgt_mod.unique().tolist():
+            rows = (tgt_mod == m).nonzero().squeeze(1)
+            outs = _decode_part(model, memory.index_select(0, rows), mem_mask.index_select(0, rows), int(m),
+                                max_len, strategy, beam_size, pick, use_cache, min_len, length_penalty)
+            for r, o in zip(rows.tolist(), outs):
+                results[r] = o
+    finally:
+        model.train(was_training)
+    return [r for r in results if r is not None]

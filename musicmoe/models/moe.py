@@ -1,0 +1,255 @@
+"""Feed-forward blocks: a dense FFN and the grouped mixture of experts of the decoder.
+
+``GroupedMoE`` holds ``n_groups x experts_per_group`` experts (expert ``g * E + e`` is expert ``e`` of group
+``g``). Every token carries a group id (its target modality, or 0 when the groups are shared) and is
+hard-routed to that group. With ``top_k == 0`` the group has one expert and that is the whole routing; with
+``top_k >= 1`` a softmax router (its logits restricted to the token's group) picks ``top_k`` experts (gates:
+the router probability for top-1 as in Switch, renormalised over the chosen experts for top-k > 1).
+
+Losses (only for ``top_k >= 1``): the Switch/GShard load-balancing loss ``E * sum_e f_e * P_e`` per group
+(``f_e`` the fraction of the group's assignments sent to expert ``e``, ``P_e`` its mean router probability;
+1.0 when balanced), averaged over the groups present, and the router z-loss ``mean(logsumexp(logits)^2)``.
+
+With a capacity factor ``c`` each expert of group ``g`` takes at most ``ceil(c * n_g * top_k / E)``
+assignments (``n_g`` the group's tokens), first choices before second choices, earlier tokens first; the
+rest are dropped (their residual passes through unchanged) and counted.
+
+Dispatch sorts the (token, expert) assignments by expert and runs each expert once on its contiguous slice
+(``index_select`` in, ``index_add_`` out): one host sync per layer for the slice sizes, no per-token loops.
+Hard-routed layers (``top_k == 0``) share one sort per decoder pass (:class:`HardRoutingPlan`); a single
+expert in total (the dense model) skips dispatch altogether.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from musicmoe.models.vocab import MODALITIES
+
+
+def activation_fn(name: str):
+    return {"gelu": F.gelu, "relu": F.relu}[name]
+
+
+class FeedForward(nn.Module):
+    """Dense two-layer FFN."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "gelu",
+                 bias: bool = True) -> None:
+        super().__init__()
+        self.fc_in = nn.Linear(d_model, d_ff, bias=bias)
+        self.fc_out = nn.Linear(d_ff, d_model, bias=bias)
+        self.act = activation_fn(activation)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc_out(self.dropout(self.act(self.fc_in(x))))
+
+
+@dataclass
+class MoEStats:
+    """Routing statistics of one MoE layer for one forward pass.
+
+    ``counts`` (n_modalities, n_experts) long: assignments of tokens, by their target modality (row), to each
+    expert (column) before capacity dropping; ``dropped``: assignments dropped by the capacity limit;
+    ``assignments``: all assignments; ``aux_loss``/``z_loss``: router losses (0 without a router).
+    """
+
+    counts: torch.Tensor
+    dropped: torch.Tensor
+    assignments: torch.Tensor
+    aux_loss: torch.Tensor
+    z_loss: torch.Tensor
+    n_groups: int
+    experts_per_group: int
+
+    def group_load(self) -> torch.Tensor:
+        """(n_groups, E) fraction of each group's assignments per expert (rows with tokens sum to 1)."""
+        per_group = self.counts.sum(0).view(self.n_groups, self.experts_per_group).float()
+        return per_group / per_group.sum(1, keepdim=True).clamp_min(1.0)
+
+
+@dataclass
+class HardRoutingPlan:
+    """Routed tokens sorted by group, built once per decoder pass and shared by its hard-routed MoE layers
+    (their routing depends only on the token's group, so one sort and one host sync serve every layer)."""
+
+    tokens: torch.Tensor  # flat indices of the routed tokens, sorted by group
+    sizes: list[int]  # routed tokens per group
+    counts: torch.Tensor  # (n_modalities, n_groups) long
+
+    @classmethod
+    def build(cls, group: torch.Tensor, modality: torch.Tensor, token_mask: torch.Tensor | None,
+              n_groups: int) -> HardRoutingPlan:
+        gf, mf = group.reshape(-1), modality.reshape(-1)
+        if token_mask is not None:
+            sel = token_mask.reshape(-1).nonzero().squeeze(1)
+            gf, mf = gf.index_select(0, sel), mf.index_select(0, sel)
+        else:
+            sel = torch.arange(gf.numel(), device=gf.device)
+        order = torch.argsort(gf, stable=True)
+        n_mod = len(MODALITIES)
+        counts = torch.zeros(n_mod * n_groups, dtype=torch.long, device=gf.device).index_add_(
+            0, mf * n_groups + gf, torch.ones_like(gf)).view(n_mod, n_groups)
+        return cls(sel.index_select(0, order), torch.bincount(gf, minlength=n_groups).tolist(), counts)
+
+
+class GroupedMoE(nn.Module):
+    """Experts grouped by target modality (see the module docstring)."""
+
+    def __init__(self, d_model: int, d_ff: int, n_groups: int, experts_per_group: int, top_k: int,
+                 dropout: float = 0.0, activation: str = "gelu", bias: bool = True,
+                 capacity_factor: float | None = None, eval_capacity_factor: float | None = None) -> None:
+        super().__init__()
+        if top_k == 0 and experts_per_group != 1:
+            raise ValueError("GroupedMoE: top_k=0 needs one expert per group")
+        if top_k > experts_per_group:
+            raise ValueError(f"GroupedMoE: top_k={top_k} > experts_per_group={experts_per_group}")
+        self.d_model, self.d_ff = d_model, d_ff
+        self.n_groups, self.experts_per_group, self.top_k = n_groups, experts_per_group, top_k
+        self.n_experts = n_groups * experts_per_group
+        self.capacity_factor, self.eval_capacity_factor = capacity_factor, eval_capacity_factor
+        x = self.n_experts
+        self.w_in = nn.Parameter(torch.empty(x, d_ff, d_model))
+        self.w_out = nn.Parameter(torch.empty(x, d_model, d_ff))
+        self.bias_in = nn.Parameter(torch.zeros(x, d_ff)) if bias else None
+        self.bias_out = nn.Parameter(torch.zeros(x, d_model)) if bias else None
+        self.router = nn.Linear(d_model, x, bias=False) if top_k > 0 else None
+        self.act = activation_fn(activation)
+        self.dropout = nn.Dropout(dropout)
+        nn.init.normal_(self.w_in, std=0.02)
+        nn.init.normal_(self.w_out, std=0.02)
+
+    @property
+    def params_per_expert(self) -> int:
+        n = self.w_in[0].numel() + self.w_out[0].numel()
+        if self.bias_in is not None:
+            n += self.bias_in[0].numel() + self.bias_out[0].numel()
+        return n
+
+    def _expert(self, e: int, h: torch.Tensor) -> torch.Tensor:
+        h = F.linear(h, self.w_in[e], None if self.bias_in is None else self.bias_in[e])
+        h = self.dropout(self.act(h))
+        return F.linear(h, self.w_out[e], None if self.bias_out is None else self.bias_out[e])
+
+    def _forward_hard(self, xf: torch.Tensor, plan: HardRoutingPlan) -> tuple[torch.Tensor, MoEStats]:
+        """One expert per group, tokens already sorted by group: contiguous slices, no gates."""
+        if len(plan.sizes) != self.n_groups:
+            raise ValueError(f"GroupedMoE: routing plan has {len(plan.sizes)} groups, layer has {self.n_groups}")
+        cf = self.capacity_factor if self.training else self.eval_capacity_factor
+        xs = xf.index_select(0, plan.tokens)
+        outs, start, dropped = [], 0, 0
+        for g, size in enumerate(plan.sizes):
+            if size == 0:
+                continue
+            keep = size if cf is None else min(size, moe_capacity(size, 1, 0, cf))
+            outs.append(self._expert(g, xs[start: start + keep]).to(xs.dtype))
+            if keep < size:
+                outs.append(xs.new_zeros(size - keep, self.d_model))
+            start, dropped = start + size, dropped + size - keep
+        ys = torch.cat(outs) if outs else xs
+        y = xf.new_zeros(xf.shape).index_copy_(0, plan.tokens, ys)
+        zero = xf.new_zeros((), dtype=torch.float32)
+        stats = MoEStats(plan.counts, torch.tensor(dropped, device=xf.device),
+                         torch.tensor(sum(plan.sizes), device=xf.device), zero, zero, self.n_groups, 1)
+        return y, stats
+
+    def forward(self, x: torch.Tensor, group: torch.Tensor, modality: torch.Tensor,
+                token_mask: torch.Tensor | None = None,
+                plan: HardRoutingPlan | None = None) -> tuple[torch.Tensor, MoEStats]:
+        """``x`` (..., d); ``group``/``modality``/``token_mask`` (...,): expert group, target modality (for the
+        statistics) and True for tokens to route (others get a zero output and do not count). ``plan``: a
+        precomputed :class:`HardRoutingPlan` for the same tokens (used by hard-routed layers)."""
+        shape = x.shape
+        xf = x.reshape(-1, self.d_model)
+        gf, mf = group.reshape(-1), modality.reshape(-1)
+        n_mod = len(MODALITIES)
+        zero = xf.new_zeros((), dtype=torch.float32)
+
+        if self.n_experts == 1:  # dense fast path: no gather/scatter at all
+            y = self._expert(0, xf).to(x.dtype)
+            real = mf if token_mask is None else mf[token_mask.reshape(-1)]
+            counts = torch.bincount(real, minlength=n_mod).view(n_mod, 1)
+            n = counts.sum()
+            return y.view(shape), MoEStats(counts, n * 0, n, zero, zero, 1, 1)
+
+        if self.top_k == 0:
+            plan = plan if plan is not None else HardRoutingPlan.build(group, modality, token_mask, self.n_groups)
+            y, stats = self._forward_hard(xf, plan)
+            return y.view(shape), stats
+        if token_mask is not None:
+            sel = token_mask.reshape(-1).nonzero().squeeze(1)
+            xs, gs, ms = xf.index_select(0, sel), gf.index_select(0, sel), mf.index_select(0, sel)
+        else:
+            sel, xs, gs, ms = None, xf, gf, mf
+        n = xs.shape[0]
+        e_per, k = self.experts_per_group, self.top_k
+
+        # learned top-k routing inside the token's group
+        assert self.router is not None
+        logits = self.router(xs).float().view(n, self.n_groups, e_per)
+        logits = logits.gather(1, gs.view(n, 1, 1).expand(n, 1, e_per)).squeeze(1)  # (n, E) own group only
+        probs = logits.softmax(-1)
+        top_p, top_i = probs.topk(self.top_k, dim=-1)
+        gate = top_p if self.top_k == 1 else top_p / top_p.sum(-1, keepdim=True)
+        expert = gs.view(n, 1) * e_per + top_i
+        # load balancing per group: E * sum_e f_e P_e, averaged over the groups that have tokens
+        n_g = torch.bincount(gs, minlength=self.n_groups).float()
+        f = torch.zeros(self.n_groups * e_per, device=x.device).index_add_(
+            0, expert.reshape(-1), torch.ones(n * self.top_k, device=x.device)).view(self.n_groups, e_per)
+        p_sum = torch.zeros(self.n_groups, e_per, device=x.device).index_add_(0, gs, probs)
+        denom = n_g.clamp_min(1.0)[:, None]
+        per_group = e_per * ((f / (denom * self.top_k)) * (p_sum / denom)).sum(-1)
+        present = (n_g > 0).float()
+        aux = (per_group * present).sum() / present.sum().clamp_min(1.0)
+        z = torch.logsumexp(logits, dim=-1).pow(2).mean() if n > 0 else zero
+
+        # assignments sorted by expert; within an expert: first choices first, then token order
+        a_tok = torch.arange(n, device=x.device).view(n, 1).expand(n, k).reshape(-1)
+        a_exp = expert.reshape(-1)
+        a_rank = torch.arange(k, device=x.device).view(1, k).expand(n, k).reshape(-1)
+        order = torch.argsort(a_exp * (k * n) + a_rank * n + a_tok)
+        a_tok, a_exp = a_tok[order], a_exp[order]
+        a_gate = gate.reshape(-1)[order]
+        per_expert = torch.bincount(a_exp, minlength=self.n_experts)
+        counts = torch.zeros(n_mod * self.n_experts, dtype=torch.long, device=x.device).index_add_(
+            0, ms.repeat_interleave(k) * self.n_experts + expert.reshape(-1),
+            torch.ones(n * k, dtype=torch.long, device=x.device)).view(n_mod, self.n_experts)
+
+        cf = self.capacity_factor if self.training else self.eval_capacity_factor
+        if cf is not None:
+            n_g = torch.bincount(gs, minlength=self.n_groups).repeat_interleave(e_per)
+            capacity = torch.ceil(cf * n_g.float() * k / e_per).long()
+            kept = torch.minimum(per_expert, capacity)
+        else:
+            kept = per_expert
+        sizes = torch.stack([per_expert, kept]).tolist()  # the one host sync of this layer
+        starts = [0]
+        for c in sizes[0][:-1]:
+            starts.append(starts[-1] + c)
+
+        ys = xs.new_zeros(n, self.d_model)
+        for e in range(self.n_experts):
+            m = sizes[1][e]
+            if m == 0:
+                continue
+            idx = a_tok[starts[e]: starts[e] + m]
+            h = self._expert(e, xs.index_select(0, idx))
+            h = h * a_gate[starts[e]: starts[e] + m, None].to(h.dtype)
+            ys.index_add_(0, idx, h.to(ys.dtype))
+        dropped = torch.tensor(sum(sizes[0]) - sum(sizes[1]), device=x.device)
+        stats = MoEStats(counts, dropped, torch.tensor(n * k, device=x.device), aux, z, self.n_groups, e_per)
+        if sel is None:
+            return ys.view(shape), stats
+        y = xf.new_zeros(xf.shape).index_copy_(0, sel, ys)
+        return y.view(shape), stats
+
+
+def moe_capacity(n_tokens: int, experts: int, top_k: int, factor: float) -> int:
+    """Capacity of one expert for ``n_tokens`` tokens of its group (as used in ``GroupedMoE``)."""
+    return math.ceil(factor * n_tokens * max(top_k, 1) / experts)

@@ -1,0 +1,406 @@
+"""``Translator``: one encoder-decoder Transformer for every (source modality -> target modality) pair.
+
+API (stable; the training module builds on it)::
+
+    model = Translator(ModelConfig(...), VocabSpec.build(lmx_vocab_size, midi_vocab_size))
+    out = model(batch)                  # Batch from musicmoe.models.batch.collate
+    out.loss.backward()                 # CE (+ weighted MoE aux/z losses)
+    out.loss_per_task[task_id], out.loss_per_modality["audio"], out.metrics["moe/aux_loss"], ...
+    seqs = model.generate(src_tokens, src_mask, src_modality, tgt_modality, max_len=512)
+    # seqs[i]: (T,) content ids for lmx/midi targets, (Q, T) codes for image/audio targets (EOS stripped)
+
+Source side: token embeddings of the row's source modality (sum over codebooks) + a target-modality
+embedding (the task token) + positions (rotary in self-attention, or a learned table per modality).
+Target side: BOS frame first; loss = cross-entropy summed over a frame's codebooks, averaged over all
+predicted target tokens/frames of the batch (PAD ignored), + ``aux_loss_weight * aux + z_loss_weight * z``
+(router losses averaged over MoE layers, only with ``top_k >= 1``). Every parameter takes part in the loss of
+every batch (heads of absent target modalities with weight 0), so DDP needs no ``find_unused_parameters``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from musicmoe.models.attention import KVCache, MultiHeadAttention, rotary_tables
+from musicmoe.models.batch import Batch
+from musicmoe.models.codebooks import DepthDecoder, apply_delay
+from musicmoe.models.config import ModelConfig
+from musicmoe.models.embedding import LearnedPositions, TokenEmbedding
+from musicmoe.models.layers import DecoderLayer, SelfAttentionBlock
+from musicmoe.models.moe import FeedForward, GroupedMoE, HardRoutingPlan, MoEStats
+from musicmoe.models.vocab import MODALITIES, VocabSpec, modality_index
+
+
+@dataclass
+class ModelOutput:
+    """Result of ``Translator.forward``.
+
+    ``loss``: scalar to optimise (CE + weighted router losses); ``ce_loss``: the CE part;
+    ``loss_per_task``: task id -> CE of that task's rows; ``loss_per_modality``: target modality name -> CE;
+    ``metrics``: detached scalar tensors (``ce_loss``, ``tokens``, ``moe/aux_loss``, ``moe/z_loss``,
+    ``moe/dropped``, ``moe/dropped_frac``, ``moe/load/<group>/<expert>`` = fraction of the group's
+    assignments, averaged over MoE layers; ``<group>`` is a modality name or ``shared``);
+    ``moe_stats``: per MoE layer :class:`MoEStats`; ``logits``: target modality -> (N, Q, V + 4) logits of
+    the N predicted positions of that modality (only with ``return_logits=True``).
+    """
+
+    loss: torch.Tensor
+    ce_loss: torch.Tensor
+    loss_per_task: dict[int, torch.Tensor]
+    loss_per_modality: dict[str, torch.Tensor]
+    metrics: dict[str, torch.Tensor]
+    moe_stats: list[MoEStats] = field(default_factory=list)
+    logits: dict[str, torch.Tensor] | None = None
+
+
+class OutputHead(nn.Module):
+    """``n_out`` parallel vocabulary projections (one per codebook); weights tied to the embedding if asked."""
+
+    def __init__(self, d_model: int, n_out: int, table_size: int, tied: bool) -> None:
+        super().__init__()
+        self.weight = None if tied else nn.Parameter(torch.empty(n_out, table_size, d_model))
+        self.bias = nn.Parameter(torch.zeros(n_out, table_size))
+
+    def forward(self, h: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.weight if self.weight is not None else weight
+        assert w is not None
+        if w.shape[0] == 1:
+            return F.linear(h, w[0], self.bias[0])[:, None, :]
+        return torch.einsum("nd,qvd->nqv", h, w.to(h.dtype)) + self.bias.to(h.dtype)
+
+
+class DecoderCache:
+    """Per-layer self-attention KV caches plus cross-attention keys/values computed once per source."""
+
+    def __init__(self, model: Translator, memory: torch.Tensor, memory_mask: torch.Tensor, max_len: int) -> None:
+        self.self_attn = [KVCache(max_len) for _ in model.decoder]
+        self.cross = [layer.cross_attn.project_kv(memory) for layer in model.decoder]
+        self.memory_mask = attention_mask(memory_mask)
+
+    @property
+    def length(self) -> int:
+        return self.self_attn[0].length
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select rows (beam search); rows stay within their example, so the cross-attention part is kept."""
+        for c in self.self_attn:
+            c.reorder(index)
+
+
+def attention_mask(mask: torch.Tensor) -> torch.Tensor | None:
+    """(B, S) key mask -> SDPA boolean mask (B, 1, 1, S), or ``None`` when nothing is padded (flash-friendly)."""
+    return None if bool(mask.all()) else mask[:, None, None, :]
+
+
+class Translator(nn.Module):
+    """Encoder-decoder translator between score images, LMX, MIDI and audio tokens (see the module docstring)."""
+
+    def __init__(self, config: ModelConfig, vocab: VocabSpec) -> None:
+        super().__init__()
+        self.config, self.vocab = config, vocab
+        cfg, d = config, config.d_model
+        self.embed = TokenEmbedding(vocab, d)
+        self.target_modality_emb = nn.Embedding(len(MODALITIES), d)
+        if cfg.pos_encoding == "learned":
+            lens = []
+            for spec in vocab:
+                extra = spec.codebooks - 1 if (cfg.codebook_mode == "delay" and spec.multi_codebook) else 0
+                lens.append(cfg.max_len_per_modality.get(spec.name, max(cfg.max_src_len, cfg.max_tgt_len + extra)))
+            self.positions: LearnedPositions | None = LearnedPositions(lens, d)
+        else:
+            self.positions = None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.encoder = nn.ModuleList(
+            SelfAttentionBlock(d, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.attn_dropout, cfg.activation, cfg.bias,
+                               cfg.norm_eps, cfg.pos_encoding == "rotary")
+            for _ in range(cfg.enc_layers)
+        )
+        self.enc_norm = nn.LayerNorm(d, eps=cfg.norm_eps)
+        self.decoder = nn.ModuleList(DecoderLayer(cfg, cfg.is_moe_layer(i)) for i in range(cfg.dec_layers))
+        self.dec_norm = nn.LayerNorm(d, eps=cfg.norm_eps)
+        self.heads = nn.ModuleDict()
+        for spec in vocab:
+            if spec.multi_codebook and cfg.codebook_mode == "subdecoder":
+                self.heads[spec.name] = DepthDecoder(spec, cfg)
+            else:
+                self.heads[spec.name] = OutputHead(d, spec.codebooks, spec.table_size, cfg.tie_embeddings)
+        self.register_buffer("_pad", torch.tensor([s.pad_id for s in vocab]), persistent=False)
+        self.register_buffer("_bos", torch.tensor([s.bos_id for s in vocab]), persistent=False)
+        self.register_buffer("_eos", torch.tensor([s.eos_id for s in vocab]), persistent=False)
+        self.register_buffer("_codebooks", torch.tensor([s.codebooks for s in vocab]), persistent=False)
+        self._init_weights()
+
+    # --- construction ------------------------------------------------------------------------------------
+    def _init_weights(self) -> None:
+        std = self.config.init_std
+        out_std = std / math.sqrt(2 * (self.config.enc_layers + self.config.dec_layers))
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+                if module.padding_idx is not None:
+                    with torch.no_grad():
+                        module.weight[module.padding_idx].zero_()
+            elif isinstance(module, GroupedMoE):
+                nn.init.normal_(module.w_in, std=std)
+                nn.init.normal_(module.w_out, std=out_std)
+            elif isinstance(module, OutputHead) and module.weight is not None:
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, DepthDecoder):
+                nn.init.normal_(module.head_weight, std=std)
+                nn.init.normal_(module.pos_emb, std=std)
+        for module in self.modules():  # residual output projections: scaled down (GPT-2 style)
+            if isinstance(module, MultiHeadAttention):
+                nn.init.normal_(module.out_proj.weight, std=out_std)
+            elif isinstance(module, FeedForward):
+                nn.init.normal_(module.fc_out.weight, std=out_std)
+
+    def hparams(self) -> dict:
+        """Everything needed to rebuild the module: ``Translator.from_hparams(model.hparams())``."""
+        return {"config": self.config.to_dict(), "vocab": self.vocab.to_dict()}
+
+    @classmethod
+    def from_hparams(cls, hparams: dict) -> Translator:
+        return cls(ModelConfig.from_dict(hparams["config"]), VocabSpec.from_dict(hparams["vocab"]))
+
+    @torch.no_grad()
+    def init_codebook_embeddings(self, modality: str | int, codebooks: torch.Tensor, seed: int = 0) -> None:
+        """Initialise the content rows of a multi-codebook modality's embedding tables from codec codebooks.
+
+        ``codebooks`` (Q, V, d_codec), e.g. the RVQ codebooks of EnCodec or the image RQ-VAE. When
+        ``d_codec != d_model`` the vectors go through a fixed random Gaussian projection (distances kept up to a
+        scale); each table is then centred and rescaled to the model's ``init_std``. Specials keep their init.
+        """
+        m = modality_index(modality)
+        spec = self.vocab[m]
+        if codebooks.ndim != 3 or codebooks.shape[:2] != (spec.codebooks, spec.vocab_size):
+            raise ValueError(f"init_codebook_embeddings: {spec.name} needs ({spec.codebooks}, {spec.vocab_size}, "
+                             f"d) codebooks, got {tuple(codebooks.shape)}")
+        vecs = codebooks.detach().float().cpu()
+        d_codec, d = vecs.shape[2], self.config.d_model
+        if d_codec != d:
+            gen = torch.Generator().manual_seed(seed)
+            vecs = vecs @ (torch.randn(d_codec, d, generator=gen) / math.sqrt(d))
+        for q in range(spec.codebooks):
+            v = vecs[q] - vecs[q].mean(0, keepdim=True)
+            v = v / v.std().clamp_min(1e-8) * self.config.init_std
+            self.embed.table(m, q)[: spec.vocab_size].copy_(v.to(self.embed.embedding.weight))
+
+    # --- encoder / decoder -------------------------------------------------------------------------------
+    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.config.pos_encoding != "rotary":
+            return None
+        return rotary_tables(positions, self.config.head_dim, self.config.rope_base)
+
+    def encode(self, src_tokens: torch.Tensor, src_mask: torch.Tensor, src_modality: torch.Tensor,
+               tgt_modality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder output (B, S, d) and the key mask actually used (rows without tokens keep position 0)."""
+        if src_tokens.shape[1] == 0:  # no source at all: one masked PAD position per row
+            pad = self._pad[src_modality][:, None, None].expand(-1, 1, src_tokens.shape[2])
+            src_tokens = torch.cat([src_tokens, pad], dim=1)
+            src_mask = torch.zeros(src_tokens.shape[:2], dtype=torch.bool, device=src_tokens.device)
+        mask = src_mask.clone()
+        mask[:, 0] |= ~src_mask.any(dim=1)  # an all-masked row would make SDPA return NaN
+        s = src_tokens.shape[1]
+        positions = torch.arange(s, device=src_tokens.device)
+        x = self.embed(src_tokens, src_modality) + self.target_modality_emb(tgt_modality)[:, None, :]
+        if self.positions is not None:
+            self.positions.check_lengths(src_modality, mask.sum(1))
+            x = x + self.positions(src_modality, positions)
+        x = self.drop(x)
+        attn = attention_mask(mask)
+        rope = self._rope(positions)
+        for layer in self.encoder:
+            x = layer(x, attn_mask=attn, rope=rope)
+        return self.enc_norm(x), mask
+
+    def decode(
+        self,
+        tokens: torch.Tensor,
+        tgt_modality: torch.Tensor,
+        *,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
+        cache: DecoderCache | None = None,
+    ) -> tuple[torch.Tensor, list[MoEStats]]:
+        """Decoder hidden states (B, L, d) for input frames ``tokens`` (B, L, Qmax).
+
+        Without ``cache``: full (teacher-forced) pass over ``memory``; ``token_mask`` (B, L) marks the positions
+        whose outputs matter (others are not routed to experts). With ``cache``: ``tokens`` continue the cached
+        prefix (incremental decoding) and cross-attention uses the cached keys/values.
+        """
+        b, length, _ = tokens.shape
+        start = cache.length if cache is not None else 0
+        positions = torch.arange(start, start + length, device=tokens.device)
+        x = self.embed(tokens, tgt_modality)
+        if self.positions is not None:
+            if token_mask is not None:
+                self.positions.check_lengths(tgt_modality, token_mask.sum(1))
+            x = x + self.positions(tgt_modality, positions)
+        x = self.drop(x)
+        group = torch.zeros_like(tgt_modality) if self.config.shared_across_modalities else tgt_modality
+        group = group[:, None].expand(b, length)
+        modality = tgt_modality[:, None].expand(b, length)
+        mem_attn = cache.memory_mask if cache is not None else attention_mask(memory_mask)
+        plan = None
+        if self.config.top_k == 0 and self.config.n_groups > 1:  # hard routing: one token sort for all layers
+            plan = HardRoutingPlan.build(group, modality, token_mask, self.config.n_groups)
+        stats: list[MoEStats] = []
+        rope = self._rope(positions)
+        for i, layer in enumerate(self.decoder):
+            x, st = layer(
+                x, rope=rope, group=group, modality=modality, memory=memory,
+                memory_kv=cache.cross[i] if cache is not None else None, memory_mask=mem_attn,
+                token_mask=token_mask, cache=cache.self_attn[i] if cache is not None else None, plan=plan,
+            )
+            if st is not None:
+                stats.append(st)
+        return self.dec_norm(x), stats
+
+    def head_logits(self, modality: int, h: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (N, Q_out, V + 4) of target ``modality`` from decoder states ``h`` (N, d).
+
+        Single-stream: Q_out = 1; delay mode: the Q parallel heads; sub-decoder: teacher-forced on ``codes``
+        (N, Q), the frame being predicted.
+        """
+        spec = self.vocab[modality]
+        head = self.heads[spec.name]
+        if isinstance(head, DepthDecoder):
+            if codes is None:
+                raise ValueError("head_logits: the sub-decoder needs the target frame codes")
+            return head(h, codes[:, : spec.codebooks])
+        tied = None
+        if head.weight is None:
+            tied = torch.stack([self.embed.table(modality, q) for q in range(spec.codebooks)])
+        return head(h, tied)
+
+    # --- training ----------------------------------------------------------------------------------------
+    def _teacher_forcing(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """Decoder inputs (B, L, Q), input mask (B, L), targets (B, L, Q), target validity (B, L, Q)."""
+        tgt, tmask, mod = batch.tgt_tokens, batch.tgt_mask, batch.tgt_modality
+        b, t, q = tgt.shape
+        dev = tgt.device
+        lengths = tmask.sum(1)
+        n_cb = self._codebooks[mod]
+        col_ok = torch.arange(q, device=dev)[None, :] < n_cb[:, None]  # (B, Q)
+        dec_in, targets, in_mask = tgt[:, :-1], tgt[:, 1:], tmask[:, 1:]
+        valid = in_mask[:, :, None] & col_ok[:, None, :]
+        multi = n_cb > 1
+        if self.config.codebook_mode != "delay" or q == 1 or not bool(multi.any()):
+            return dec_in, in_mask, targets, valid
+        delayed = apply_delay(tgt, self._bos[mod], self._pad[mod])  # (B, T + Q - 1, Q)
+        span = t + q - 2
+        pos = torch.arange(1, span + 1, device=dev)[None, :, None] - torch.arange(q, device=dev)[None, None, :]
+        d_valid = (pos >= 1) & (pos <= (lengths - 1)[:, None, None]) & col_ok[:, None, :]
+        d_mask = torch.arange(span, device=dev)[None, :] < (lengths + n_cb - 2)[:, None]
+        extra = span - (t - 1)
+        pad = self._pad[mod][:, None, None].expand(b, extra, q)
+        s_in = torch.cat([dec_in, pad], 1)
+        s_tg = torch.cat([targets, pad], 1)
+        s_mask = F.pad(in_mask, (0, extra))
+        s_valid = F.pad(valid, (0, 0, 0, extra))
+        m3 = multi[:, None, None]
+        return (torch.where(m3, delayed[:, :-1], s_in), torch.where(multi[:, None], d_mask, s_mask),
+                torch.where(m3, delayed[:, 1:], s_tg), torch.where(m3, d_valid, s_valid))
+
+    def forward(self, batch: Batch, return_logits: bool = False) -> ModelOutput:
+        """Teacher-forced loss on ``batch`` (see :class:`ModelOutput`)."""
+        cfg = self.config
+        if cfg.validate_inputs:
+            batch.check(self.vocab)
+        memory, mem_mask = self.encode(batch.src_tokens, batch.src_mask, batch.src_modality, batch.tgt_modality)
+        dec_in, in_mask, targets, valid = self._teacher_forcing(batch)
+        hidden, stats = self.decode(dec_in, batch.tgt_modality, memory=memory, memory_mask=mem_mask,
+                                    token_mask=in_mask)
+        b, length, d = hidden.shape
+        q_max = targets.shape[2]
+        n_pred = (batch.tgt_mask.sum(1) - 1).clamp_min(0)
+        row_ce = hidden.new_zeros(b, dtype=torch.float32)
+        logits_out: dict[str, torch.Tensor] = {}
+        present = torch.bincount(batch.tgt_modality, minlength=len(MODALITIES)).tolist()
+        flat_h, flat_t, flat_v = hidden.reshape(-1, d), targets.reshape(-1, q_max), valid.reshape(-1, q_max)
+        row_of = batch.tgt_modality[:, None].expand(b, length).reshape(-1)
+        for m, spec in enumerate(self.vocab):
+            if present[m] == 0:
+                continue
+            sel = (in_mask.reshape(-1) & (row_of == m)).nonzero().squeeze(1)
+            codes = flat_t.index_select(0, sel)[:, : spec.codebooks]
+            ok = flat_v.index_select(0, sel)[:, : spec.codebooks]
+            logits = self.head_logits(m, flat_h.index_select(0, sel), codes)
+            ce = F.cross_entropy(logits.float().reshape(-1, spec.table_size), codes.reshape(-1), reduction="none",
+                                 label_smoothing=cfg.label_smoothing).view(codes.shape)
+            row_ce.index_add_(0, torch.div(sel, length, rounding_mode="floor"), (ce * ok).sum(1))
+            if return_logits:
+                logits_out[spec.name] = logits
+        n_total = n_pred.sum().clamp_min(1)
+        ce_loss = row_ce.sum() / n_total
+        if torch.is_grad_enabled():  # heads of absent target modalities get zero gradients, so that DDP/DeepSpeed
+            for m, spec in enumerate(self.vocab):  # need no find_unused_parameters
+                if present[m] == 0:
+                    ce_loss = ce_loss + 0.0 * sum(p.sum() for p in self.heads[spec.name].parameters())
+        zero = ce_loss.new_zeros(())
+        aux = torch.stack([s.aux_loss for s in stats]).mean() if stats else zero
+        z = torch.stack([s.z_loss for s in stats]).mean() if stats else zero
+        loss = ce_loss
+        if cfg.top_k > 0:
+            loss = loss + cfg.aux_loss_weight * aux + cfg.z_loss_weight * z
+
+        def split(key: torch.Tensor) -> dict[int, torch.Tensor]:
+            out = {}
+            for v in key.unique().tolist():
+                rows = key == v
+                out[int(v)] = row_ce[rows].sum() / n_pred[rows].sum().clamp_min(1)
+            return out
+
+        per_task = split(batch.task)
+        per_mod = {MODALITIES[k]: v for k, v in split(batch.tgt_modality).items()}
+        metrics: dict[str, torch.Tensor] = {"ce_loss": ce_loss.detach(), "tokens": n_total.detach()}
+        if stats:
+            metrics["moe/aux_loss"] = aux.detach()
+            metrics["moe/z_loss"] = z.detach()
+            dropped = torch.stack([s.dropped for s in stats]).sum()
+            assigned = torch.stack([s.assignments for s in stats]).sum()
+            metrics["moe/dropped"] = dropped.detach()
+            metrics["moe/dropped_frac"] = (dropped.float() / assigned.clamp_min(1).float()).detach()
+            load = torch.stack([s.group_load() for s in stats]).mean(0)  # (G, E)
+            names = ["shared"] if cfg.shared_across_modalities else list(MODALITIES)
+            for g, gname in enumerate(names):
+                for e in range(load.shape[1]):
+                    metrics[f"moe/load/{gname}/{e}"] = load[g, e].detach()
+        return ModelOutput(loss=loss, ce_loss=ce_loss, loss_per_task=per_task, loss_per_modality=per_mod,
+                           metrics=metrics, moe_stats=stats, logits=logits_out if return_logits else None)
+
+    # --- generation --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        src_tokens: torch.Tensor,
+        src_mask: torch.Tensor,
+        src_modality: torch.Tensor | Sequence[int | str] | int | str,
+        tgt_modality: torch.Tensor | Sequence[int | str] | int | str,
+        max_len: int,
+        strategy: str = "greedy",
+        beam_size: int = 4,
+        top_p: float = 0.9,
+        temperature: float = 1.0,
+        use_cache: bool = True,
+        min_len: int = 0,
+        length_penalty: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> list[torch.Tensor]:
+        """Translate a padded source batch; see :func:`musicmoe.models.generation.generate`."""
+        from musicmoe.models.generation import generate
+
+        return generate(self, src_tokens, src_mask, src_modality, tgt_modality, max_len, strategy=strategy,
+                        beam_size=beam_size, top_p=top_p, temperature=temperature, use_cache=use_cache,
+                        min_len=min_len, length_penalty=length_penalty, generator=generator)
