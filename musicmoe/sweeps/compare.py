@@ -1,0 +1,143 @@
+"""Compare finished or running runs: a markdown table of their metrics and config differences, and a plot."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import OmegaConf
+
+from musicmoe.sweeps import events
+from musicmoe.sweeps.rundir import CONFIG_FILE, flatten
+from musicmoe.sweeps.spec import is_semantic
+
+HIGHER_IS_BETTER = ("f1", "acc", "precision", "recall", "bleu", "psnr", "sdr", "ssim", "si_snr", "score")
+
+
+@dataclass
+class RunData:
+    path: Path
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)  # flattened config.yaml ({} if none)
+    curves: events.Curves = field(default_factory=dict)
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() or (path / "tb").is_dir() or (path / "metrics.jsonl").is_file()
+
+
+def expand_run_dirs(paths: Sequence[Path]) -> list[Path]:
+    """Run dirs named directly, or the run dirs inside a folder of runs (e.g. a sweep's out_dir)."""
+    out: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            raise FileNotFoundError(f"not a folder: {path}")
+        if is_run_dir(path):
+            out.append(path)
+            continue
+        children = sorted(p for p in path.iterdir() if p.is_dir() and is_run_dir(p))
+        if not children:
+            raise FileNotFoundError(f"{path} is not a run dir (no {CONFIG_FILE}, tb/ or metrics.jsonl) "
+                                    f"and holds none")
+        out.extend(children)
+    return out
+
+
+def load_run(path: Path) -> RunData:
+    config: dict[str, Any] = {}
+    if (path / CONFIG_FILE).is_file():
+        node = OmegaConf.load(path / CONFIG_FILE)
+        container = OmegaConf.to_container(node, resolve=False)
+        if isinstance(container, dict):
+            config = flatten(container)
+    return RunData(path=path, name=path.name, config=config, curves=events.read_curves(path))
+
+
+def differing_keys(runs: Sequence[RunData]) -> list[str]:
+    """Semantic config keys whose values are not the same in every run (run name and location excluded)."""
+    keys = sorted({k for r in runs for k in r.config if is_semantic(k)})
+    missing = object()
+    return [k for k in keys if len({repr(r.config.get(k, missing)) for r in runs}) > 1]
+
+
+def higher_is_better(tag: str, maximize: Sequence[str] = ()) -> bool:
+    return tag in maximize or any(word in tag.lower() for word in HIGHER_IS_BETTER)
+
+
+def default_metrics(runs: Sequence[RunData]) -> list[str]:
+    tags = sorted({t for r in runs for t in r.curves})
+    for choose in (lambda t: t.startswith(("eval/", "val")), lambda t: "loss" in t):
+        picked = [t for t in tags if choose(t)]
+        if picked:
+            return picked
+    return tags
+
+
+def _num(v: float) -> str:
+    return "nan" if math.isnan(v) else f"{v:.4g}"
+
+
+def _duration(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _value(v: Any) -> str:
+    return "-" if v is None else (str(v) if not isinstance(v, float) else f"{v:.4g}")
+
+
+def wall_time(run: RunData) -> float:
+    times = [p.wall_time for pts in run.curves.values() for p in pts if not math.isnan(p.wall_time)]
+    return max(times) - min(times) if times else math.nan
+
+
+def summary(runs: Sequence[RunData], metrics: Sequence[str], maximize: Sequence[str] = ()) -> list[list[str]]:
+    """Rows (header first): run, differing overrides, metric, best (step), last (step), last step, wall time."""
+    diff = differing_keys(runs)
+    rows = [["run", *diff, "metric", "best", "best step", "last", "last step", "steps", "wall time"]]
+    for run in runs:
+        cfg = [_value(run.config.get(k)) for k in diff]
+        last_step = events.last_step(run.curves)
+        common = [str(last_step) if last_step is not None else "-", _duration(wall_time(run))]
+        for tag in metrics:
+            pts = run.curves.get(tag)
+            if not pts:
+                rows.append([run.name, *cfg, tag, "-", "-", "-", "-", *common])
+                continue
+            pick = max if higher_is_better(tag, maximize) else min
+            best = pick(pts, key=lambda p: (p.value if not math.isnan(p.value) else
+                                            (-math.inf if pick is max else math.inf)))
+            rows.append([run.name, *cfg, tag, _num(best.value), str(best.step), _num(pts[-1].value),
+                         str(pts[-1].step), *common])
+    return rows
+
+
+def plot(runs: Sequence[RunData], metrics: Sequence[str], out: Path) -> Path:
+    """One panel per metric, one line per run; written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(8, 2.8 * len(metrics)), squeeze=False, sharex=True)
+    for ax, tag in zip(axes[:, 0], metrics):
+        for run in runs:
+            pts = run.curves.get(tag)
+            if pts:
+                ax.plot([p.step for p in pts], [p.value for p in pts], marker="." if len(pts) < 30 else None,
+                        label=run.name)
+        ax.set_ylabel(tag)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    axes[0, 0].legend(fontsize="small", loc="best")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    tmp.replace(out)
+    return out

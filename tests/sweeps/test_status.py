@@ -1,0 +1,56 @@
+"""`--status` from the scheduler's records and the run dir (TensorBoard events, submissions, job logs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from musicmoe.sweeps import manage, rundir
+from musicmoe.sweeps.slurm import parse_show_job
+from musicmoe.sweeps.spec import load_sweep
+
+
+def make_sweep(tmp_path: Path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"trainer": {"max_steps": 20}}))
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": str(tmp_path / "base.yaml"), "cluster": "local", "metric": "val/ser",
+                                    "out_dir": str(tmp_path / "runs"), "grid": {"run.seed": [0, 1, 2]}}))
+    return load_sweep(path)
+
+
+def log_scalars(run_dir: Path, tag: str, steps: range) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tb"))
+    for s in steps:
+        writer.add_scalar(tag, 1.0 / (s + 1), s)
+    writer.close()
+
+
+def test_status_of_new_running_requeued_and_finished_runs(tmp_path):
+    sweep = make_sweep(tmp_path)
+    new, running, finished = sweep.runs
+    for run, job in ((running, "7_1"), (finished, "7_2")):
+        rundir.prepare_run_dir(run, sweep.name)
+        rundir.record_submission(run, job, tmp_path / "x.sbatch", "local")
+    log_scalars(running.run_dir, "val/ser", range(0, 8))
+    log_scalars(finished.run_dir, "val/ser", range(0, 20))
+    (running.run_dir / "slurm-7_1.out").write_text(
+        "musicmoe: 2026-01-01T00:00:00 job 7_1 restart 0 on vm: run x\n"
+        "musicmoe: 2026-01-01T00:10:00 job 7_1 restart 1 on vm: run x\n")
+    jobs = parse_show_job("JobId=9 ArrayJobId=7 ArrayTaskId=1 JobState=RUNNING Reason=None Restarts=1 "
+                          "RunTime=00:00:09 NodeList=vm\n")
+    by_run = {s.run.name: s for s in (manage.run_status(r, jobs, sweep.metric) for r in sweep.runs)}
+    s = by_run[new.name]
+    assert (s.state, s.job_id, s.step, s.active, s.finished) == ("NEW", None, None, False, False)
+    s = by_run[running.name]
+    assert (s.state, s.job_id, s.restarts, s.step, s.metric, s.active) == ("RUNNING", "7_1", 1, 7, "val/ser", True)
+    assert abs(s.value - 1 / 8) < 1e-6
+    s = by_run[finished.name]  # the scheduler forgot job 7_2; the run reached max_steps
+    assert (s.state, s.step, s.finished, s.active) == ("FINISHED", 19, True, False)
+    table = manage.status_table(list(by_run.values()))
+    assert f"| {running.name} " in table and "| 1x " in table and "| 0.125 " in table
+    # without a scheduler the state comes from the run dir alone
+    s = manage.run_status(running, None, sweep.metric)
+    assert (s.state, s.restarts, s.step) == ("UNKNOWN", 1, 7)
