@@ -60,7 +60,7 @@ def _merge(schema: DictConfig, base: DictConfig, update: DictConfig | dict, sour
         raise ConfigError(f"unknown config key '{key}' in {source}{_suggest(schema, key)}") from None
     except ValidationError as err:
         raise ConfigError(f"invalid value for config key '{err.full_key}' in {source}: {err.msg}") from None
-    except OmegaConfBaseException as err:
+    except (OmegaConfBaseException, TypeError, ValueError) as err:
         raise ConfigError(f"cannot apply {source}: {err}") from None
 
 

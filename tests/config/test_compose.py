@@ -28,6 +28,7 @@ class Root:
     trainer: Trainer = field(default_factory=Trainer)
     model: Model = field(default_factory=Model)
     tasks: dict[str, float] = field(default_factory=lambda: {"omr": 1.0})
+    weights: list[float] = field(default_factory=lambda: [1.0, 2.0])
 
 
 @pytest.fixture
@@ -72,3 +73,8 @@ def test_saved_config_reloads_identically(root, tmp_path):
     cfg = compose(Root, "experiment/a.yaml", ["model.n_heads=2"], root=root)
     path = save_config(cfg, tmp_path / "run")
     assert load_saved(Root, path) == cfg
+
+
+def test_malformed_list_override_is_a_config_error(root):
+    with pytest.raises(ConfigError, match="weights"):
+        compose(Root, None, ["weights.1.x=4"], root=root)
