@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 from typing import Sequence
@@ -37,8 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in GROUPS:
-        if importlib.util.find_spec(f"musicmoe.cli.{group}") is None:  # TODO(lead): drop once all groups exist
-            continue
         importlib.import_module(f"musicmoe.cli.{group}").register(sub)
     return parser
 
