@@ -1,0 +1,304 @@
+"""Multi-task training data: a LightningDataModule over pre-tokenized shards.
+
+Sampling (:class:`MultiTaskBatchSampler`) is a pure function of the batch number: batch ``b`` of rank ``r``
+depends only on ``(seed, b, r)``.  Batches are drawn in *pools* of ``bucket_batches`` batches; a pool draws
+``bucket_batches * batch_size`` (task, item) pairs — the task by its curriculum weight at the pool's first step,
+the item uniformly among the task's items (with replacement, so a task's share follows its weight even when its
+data is small) — sorts them by length (random tie-break), cuts the sorted list into batches (bucketing: similar
+lengths share a batch, little padding) and shuffles the batch order.  Resuming at batch ``b`` continues exactly
+where the interrupted run stopped, whatever the loader had prefetched: no batch is repeated or skipped.
+
+Image sources (``data.image_source``): degradations act on pixels while training reads codes.  "tokens" uses the
+codes in the token shards (clean, or the degraded copies ``musicmoe data tokenize`` made); "online" reads the
+clean crop from the corpus, degrades it (``data.degrade``) with a generator seeded by (seed, batch, position)
+and encodes it with the image codec inside the loader (worker) process.  Targets always come from the shards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from musicmoe.data.tasks import Task, get_task, task_weights
+from musicmoe.models.batch import collate
+
+log = logging.getLogger(__name__)
+
+Index = tuple[int, int, int]  # (task id, item index in the token dataset, per-draw random seed)
+  # (task id, item index in the token dataset)
+
+
+class MultiTaskBatchSampler(Sampler[list[Index]]):
+    """Endless batches of ``(task_id, item, draw_seed)`` triples (see the module docstring).
+
+    ``items``: task id -> item indices the task can use; ``lengths``: task id -> the cost (e.g. max of source
+    and target lengths) of each of those items, same order; ``weights(step)`` -> task id -> weight.
+    ``start`` is the number of batches already consumed (set on resume); ``accumulate`` converts batches into
+    optimiser steps for the curriculum.
+    """
+
+    def __init__(
+        self,
+        items: Mapping[int, Sequence[int]],
+        lengths: Mapping[int, Sequence[int]],
+        weights: Callable[[int], Mapping[int, float]],
+        batch_size: int,
+        bucket_batches: int = 16,
+        seed: int = 0,
+        rank: int = 0,
+        start: int = 0,
+        accumulate: int = 1,
+    ) -> None:
+        if batch_size < 1 or bucket_batches < 1:
+            raise ValueError("batch_size and bucket_batches must be >= 1")
+        self.items = {t: np.asarray(v, dtype=np.int64) for t, v in items.items() if len(v)}
+        self.lengths = {t: np.asarray(lengths[t], dtype=np.int64) for t in self.items}
+        for t in self.items:
+            if len(self.lengths[t]) != len(self.items[t]):
+                raise ValueError(f"task {t}: {len(self.items[t])} items but {len(self.lengths[t])} lengths")
+        if not self.items:
+            raise ValueError("no task has any training item")
+        self.weights, self.batch_size, self.bucket = weights, batch_size, bucket_batches
+        self.seed, self.rank, self.start, self.accumulate = seed, rank, start, max(1, accumulate)
+        self._cache: tuple[int, list[list[Index]]] | None = None
+
+    def task_probs(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(task ids, probabilities) at optimiser ``step``; tasks without items get no share."""
+        w = {t: float(v) for t, v in self.weights(step).items() if t in self.items and v > 0}
+        if not w:  # nothing scheduled yet (cannot happen with a validated curriculum): use every task
+            w = {t: 1.0 for t in self.items}
+        ids = np.array(sorted(w), dtype=np.int64)
+        p = np.array([w[t] for t in ids], dtype=np.float64)
+        return ids, p / p.sum()
+
+    def pool(self, index: int) -> list[list[Index]]:
+        """The ``bucket_batches`` batches of pool ``index``."""
+        if self._cache is not None and self._cache[0] == index:
+            return self._cache[1]
+        rng = np.random.default_rng([self.seed, index, self.rank])
+        ids, p = self.task_probs(index * self.bucket // self.accumulate)
+        n = self.bucket * self.batch_size
+        tasks = ids[rng.choice(len(ids), size=n, p=p)]
+        picks = np.empty(n, dtype=np.int64)
+        cost = np.empty(n, dtype=np.int64)
+        for t in np.unique(tasks):
+            rows = np.nonzero(tasks == t)[0]
+            j = rng.integers(0, len(self.items[int(t)]), size=len(rows))
+            picks[rows] = self.items[int(t)][j]
+            cost[rows] = self.lengths[int(t)][j]
+        draws = rng.integers(0, 2**31 - 1, size=n)
+        order = np.lexsort((rng.random(n), cost))
+        batches = [[(int(tasks[k]), int(picks[k]), int(draws[k])) for k in order[i: i + self.batch_size]]
+                   for i in range(0, n, self.batch_size)]
+        batches = [batches[k] for k in rng.permutation(len(batches))]
+        self._cache = (index, batches)
+        return batches
+
+    def batch(self, b: int) -> list[Index]:
+        """Batch number ``b`` (0-based, counted over the whole run)."""
+        return self.pool(b // self.bucket)[b % self.bucket]
+
+    def __iter__(self) -> Iterator[list[Index]]:
+        b = self.start
+        while True:
+            yield self.batch(b)
+            b += 1
+
+
+# --------------------------------------------------------------------------------------------- token data
+def open_tokens(tokdir: str, split: str):
+    """The token shards of ``split`` (``TokenDataError`` naming the folder when missing)."""
+    from musicmoe.data.tokens import TokenDataset
+
+    return TokenDataset(tokdir, split)
+
+
+def task_items(lengths: Sequence[Mapping[str, int]], tasks: Sequence[Task], max_src: int, max_tgt: int
+               ) -> tuple[dict[int, list[int]], dict[int, list[int]], dict[str, int]]:
+    """Items usable by each task (both modalities present, within length limits), their costs, skip counts.
+
+    ``max_src``/``max_tgt`` count the specials ``collate`` adds (EOS on the source, BOS+EOS on the target).
+    """
+    items: dict[int, list[int]] = {}
+    costs: dict[int, list[int]] = {}
+    skipped: dict[str, int] = {}
+    for task in tasks:
+        ids, cost = [], []
+        for i, rec in enumerate(lengths):
+            if task.source not in rec or task.target not in rec:
+                continue
+            s, t = rec[task.source], rec[task.target]
+            if s + 1 > max_src or t + 2 > max_tgt or t == 0:
+                skipped[task.name] = skipped.get(task.name, 0) + 1
+                continue
+            ids.append(i)
+            cost.append(max(s + 1, t + 2))
+        items[task.id], costs[task.id] = ids, cost
+    return items, costs, skipped
+
+
+class OnlineImageSource:
+    """Clean corpus crop -> random degradation -> image codec codes, in the process that loads the data."""
+
+    def __init__(self, corpus_dir: str, codec_path: str, degrade_cfg: Any) -> None:
+        self.corpus_dir, self.codec_path, self.degrade_cfg = corpus_dir, codec_path, degrade_cfg
+        self._corpus = None
+        self._codec = None
+        self._index: dict[str, int] = {}
+
+    def _open(self) -> None:
+        if self._corpus is None:
+            from musicmoe.codecs.image import ImageCodec
+            from musicmoe.data.shards import Corpus
+
+            self._corpus = Corpus(self.corpus_dir, modalities=("image",))
+            self._index = {r["key"]: i for i, r in enumerate(self._corpus.records)}
+            self._codec = ImageCodec.load(self.codec_path)
+
+    def __getstate__(self) -> dict[str, Any]:  # workers reopen the corpus and codec
+        return {**self.__dict__, "_corpus": None, "_codec": None, "_index": {}}
+
+    def codes(self, key: str, seed: int) -> np.ndarray:
+        from musicmoe.codecs.image import flatten_codes
+        from musicmoe.data.degrade import Degrader
+
+        self._open()
+        if key not in self._index:
+            raise KeyError(f"example {key!r} of the token shards is not in the corpus {self.corpus_dir}")
+        image = self._corpus[self._index[key]].image  # type: ignore[index]
+        if image is None:
+            raise ValueError(f"example {key!r} has no image in the corpus {self.corpus_dir}")
+        image = Degrader(self.degrade_cfg)(image, np.random.default_rng(seed))
+        return flatten_codes(self._codec.encode(image))  # type: ignore[union-attr]
+
+
+class TranslationDataset(Dataset):
+    """Map-style dataset indexed by ``(task_id, item, draw_seed)``: one source/target pair for ``collate``."""
+
+    def __init__(self, tokens: Any, image_source: OnlineImageSource | None = None) -> None:
+        self.tokens, self.image_source = tokens, image_source
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, index: Index) -> dict[str, Any]:
+        task_id, item, draw = index
+        task = get_task(int(task_id))
+        rec = self.tokens[item]
+        src = rec[task.source]
+        if task.source == "image" and self.image_source is not None:
+            src = self.image_source.codes(rec["key"], draw)
+        return {"src": src, "src_modality": task.source, "tgt": rec[task.target], "tgt_modality": task.target,
+                "task": task.id, "key": rec.get("key")}
+
+
+def _worker_init(_: int) -> None:
+    """Loader workers run codecs (online image source): one torch thread each, or they oversubscribe the CPU."""
+    torch.set_num_threads(1)
+
+
+class TranslationDataModule(pl.LightningDataModule):
+    """Multi-task training batches from the token shards of ``cfg.data.tokens`` (see the module docstring).
+
+    ``prepare()`` opens the shards and returns ``{"vocab", "codecs", "tasks"}`` (the model is built from them;
+    ``codecs`` is the record of :func:`musicmoe.training.codecs.codec_info`).
+    The sampler position is saved in checkpoints (``state_dict``) and restored on resume.
+    """
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.data = cfg.data
+        self.tasks = [get_task(n) for n, w in self.data.tasks.items() if w > 0]
+        self._tokens = None
+        self._info: dict[str, Any] | None = None
+        self._start_batch = 0
+        self.sampler: MultiTaskBatchSampler | None = None
+        self.skipped: dict[str, int] = {}
+
+    # ------------------------------------------------------------------------------------------ setup
+    def prepare(self) -> dict[str, Any]:
+        if self._info is not None:
+            return self._info
+        if not self.tasks:
+            raise ValueError("data.tasks names no task with a weight > 0 (e.g. data.tasks.omr=1.0)")
+        self._tokens = open_tokens(self.data.tokens, self.data.train_split)
+        from musicmoe.data.tokens import vocab_spec
+
+        meta = dict(self._tokens.meta)
+        vocab = vocab_spec(meta)
+        lengths = self._tokens.lengths()
+        m = self.cfg.model
+        items, costs, self.skipped = task_items(lengths, self.tasks, m.max_src_len, m.max_tgt_len)
+        if self.data.max_items:
+            items = {t: v[: self.data.max_items] for t, v in items.items()}
+            costs = {t: v[: self.data.max_items] for t, v in costs.items()}
+        empty = [t.name for t in self.tasks if not items[t.id]]
+        if empty:
+            raise ValueError(f"no usable training example for task(s) {', '.join(empty)} in {self.data.tokens} "
+                             f"(split {self.data.train_split!r}): the shards lack a modality or every example is "
+                             f"longer than model.max_src_len/max_tgt_len")
+        for name, n in self.skipped.items():
+            log.warning("task %s: %d examples longer than the model's length limits are skipped", name, n)
+        self._items, self._costs = items, costs
+        from musicmoe.training.codecs import codec_info
+
+        self._info = {"vocab": vocab.to_dict(), "codecs": codec_info(self.cfg, meta, self._tokens),
+                      "tasks": [t.name for t in self.tasks]}
+        self.vocab = vocab
+        return self._info
+
+    def _image_source(self) -> OnlineImageSource | None:
+        if self.data.image_source != "online" or not any(t.source == "image" for t in self.tasks):
+            return None
+        codecs = self._info["codecs"] if self._info else {}
+        corpus = self.data.corpus or str(codecs.get("corpus", ""))
+        codec = str((codecs.get("image") or {}).get("path", ""))
+        if not corpus or not codec:
+            raise ValueError("data.image_source=online needs the corpus (data.corpus, default: the one the tokens "
+                             "were made from) and the image codec (image_codec.checkpoint)")
+        return OnlineImageSource(corpus, codec, self.data.degrade)
+
+    def weights(self, step: int) -> dict[int, float]:
+        w = task_weights(self.data.tasks, self.data.curriculum, step)
+        return {get_task(n).id: v for n, v in w.items()}
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    def train_dataloader(self) -> DataLoader:
+        self.prepare()
+        trainer = self.trainer
+        rank = trainer.global_rank if trainer is not None else 0
+        accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
+        if trainer is not None and trainer.global_step and not self._start_batch:
+            self._start_batch = trainer.global_step * accumulate
+        self.sampler = MultiTaskBatchSampler(
+            self._items, self._costs, self.weights, self.data.batch_size, self.data.bucket_batches,
+            seed=self.cfg.run.seed, rank=rank, start=self._start_batch, accumulate=accumulate,
+        )
+        m = self.cfg.model
+        fn = partial(collate, vocab=self.vocab, max_src_len=m.max_src_len, max_tgt_len=m.max_tgt_len,
+                     pad_to_multiple=self.data.pad_to_multiple)
+        workers = self.data.num_workers
+        return DataLoader(
+            TranslationDataset(self._tokens, self._image_source()), batch_sampler=self.sampler, collate_fn=fn,
+            num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+            worker_init_fn=_worker_init if workers > 0 else None,
+        )
+
+    # --------------------------------------------------------------------------------- resume state
+    def state_dict(self) -> dict[str, Any]:
+        trainer = self.trainer
+        batches = trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0
+        return {"batches": int(batches)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._start_batch = int(state_dict.get("batches", 0))

@@ -1,0 +1,163 @@
+"""Multi-task batch sampling: determinism, resume continuity, bucketing, curriculum; the data module on real
+token shards (built once per session from the tiny corpus)."""
+
+import sys
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from musicmoe import MODALITIES
+from musicmoe.data.datamodule import MultiTaskBatchSampler, task_items
+from musicmoe.data.tasks import get_task, task_weights
+
+
+def _sampler(start=0, rank=0, bucket=8, weights=None, seed=3):
+    rng = np.random.default_rng(0)
+    items = {0: list(range(0, 50)), 1: list(range(50, 80))}
+    lengths = {0: rng.integers(5, 200, 50).tolist(), 1: rng.integers(5, 200, 30).tolist()}
+    w = weights or (lambda step: {0: 1.0, 1: 1.0})
+    return MultiTaskBatchSampler(items, lengths, w, batch_size=4, bucket_batches=bucket, seed=seed, rank=rank,
+                                 start=start), dict(zip(items[0] + items[1], lengths[0] + lengths[1]))
+
+
+def test_batches_are_a_function_of_the_batch_number():
+    a, _ = _sampler()
+    first = list(islice(iter(a), 40))
+    again = list(islice(iter(_sampler()[0]), 40))
+    assert first == again
+    resumed = list(islice(iter(_sampler(start=17)[0]), 23))
+    assert resumed == first[17:]  # resuming continues exactly: nothing repeated, nothing skipped
+    other_rank = list(islice(iter(_sampler(rank=1)[0]), 40))
+    assert other_rank != first
+    for batch in first:
+        assert len(batch) == 4
+        for task, item, draw in batch:
+            assert (task == 0 and item < 50) or (task == 1 and 50 <= item < 80)
+            assert 0 <= draw < 2**31
+
+
+def test_bucketing_groups_similar_lengths():
+    def spread(bucket):
+        s, cost = _sampler(bucket=bucket)
+        batches = list(islice(iter(s), 64))
+        return np.mean([max(cost[i] for _, i, _ in b) - min(cost[i] for _, i, _ in b) for b in batches])
+
+    assert spread(16) < 0.5 * spread(1)
+
+
+def test_curriculum_changes_the_task_mix():
+    weights = {"omr": 1.0, "amt": 1.0}
+    cur = {"amt": [20, 40]}
+
+    def w(step):
+        return {get_task(n).id: v for n, v in task_weights(weights, cur, step).items()}
+
+    s, _ = _sampler(weights=w, bucket=2)
+    early = [t for b in islice(iter(s), 10) for t, _, _ in b]
+    late = [t for b in islice(iter(_sampler(weights=w, bucket=2, start=200)[0]), 50) for t, _, _ in b]
+    assert set(early) == {0}
+    share = np.mean(np.array(late) == 1)
+    assert 0.35 < share < 0.65
+
+
+def test_task_items_respects_modalities_and_limits():
+    lengths = [{"image": 10, "lmx": 5}, {"image": 500, "lmx": 5}, {"audio": 9, "midi": 3}, {"image": 3, "lmx": 0}]
+    items, costs, skipped = task_items(lengths, [get_task("omr"), get_task("amt")], max_src=100, max_tgt=100)
+    assert items[get_task("omr").id] == [0] and costs[get_task("omr").id] == [11]
+    assert items[get_task("amt").id] == [2]
+    assert skipped == {"omr": 2}
+
+
+def test_sampler_rejects_empty_tasks():
+    with pytest.raises(ValueError, match="no task has any training item"):
+        MultiTaskBatchSampler({0: []}, {0: []}, lambda s: {0: 1.0}, batch_size=2)
+
+
+# ------------------------------------------------------------------------------------- on real token shards
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared training.fixtures module
+from training.fixtures import ensure_codecs, ensure_tokens, tiny_overrides  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tokens_and_codecs(tiny_corpus, tmp_path_factory):
+    base = tmp_path_factory.getbasetemp() / "musicmoe_training"
+    codecs = ensure_codecs(tiny_corpus, base)
+    return ensure_tokens(tiny_corpus, codecs, base), codecs
+
+
+def _module(tokens, codecs, tmp_path, *extra):
+    from musicmoe.config import load_config
+    from musicmoe.data.datamodule import TranslationDataModule
+
+    cfg = load_config(None, tiny_overrides(tokens, codecs, tmp_path) + ["model.max_src_len=1280",
+                                                                      "model.max_tgt_len=1280", *extra])
+    return TranslationDataModule(cfg)
+
+
+def test_datamodule_batches_real_tokens(tokens_and_codecs, tmp_path):
+    from musicmoe.data.tokens import TokenDataset
+    from musicmoe.models.batch import Batch
+
+    tokens, codecs = tokens_and_codecs
+    dm = _module(tokens, codecs, tmp_path, "data.tasks.amt=1.0", "data.batch_size=3")
+    info = dm.prepare()
+    assert info["tasks"] == ["omr", "lmx2midi", "amt"]
+    assert info["codecs"]["image"]["path"] == str(codecs["image"].resolve())
+    assert info["codecs"]["image"]["height_patches"] > 0 and info["codecs"]["audio"]["content_hash"]
+    batches = list(islice(iter(dm.train_dataloader()), 6))
+    ds = TokenDataset(tokens, "train")
+    seen = set()
+    for b in batches:
+        assert isinstance(b, Batch) and len(b) == 3
+        b.check(dm.vocab)
+        for row in range(3):
+            task = get_task(int(b.task[row]))
+            seen.add(task.name)
+            assert MODALITIES[int(b.src_modality[row])] == task.source
+            assert MODALITIES[int(b.tgt_modality[row])] == task.target
+    assert seen <= {"omr", "lmx2midi", "amt"} and len(seen) >= 2
+    # the first batch's rows are real examples: their target ids match the shards
+    first = dm.sampler.batch(0)
+    t, item, _ = first[0]
+    task = get_task(t)
+    tgt, src = ds[item][task.target], ds[item][task.source]
+    n = tgt.shape[-1]
+    assert torch.equal(batches[0].tgt_tokens[0, 1: n + 1, 0], torch.as_tensor(tgt if tgt.ndim == 1 else tgt[0]))
+    src2 = np.atleast_2d(src)  # (Q, S): the source fills the first S positions, then EOS
+    got = batches[0].src_tokens[0, : src2.shape[1], : src2.shape[0]].T
+    assert torch.equal(got, torch.as_tensor(src2))
+    assert bool(batches[0].src_mask[0, : src2.shape[1] + 1].all())
+    dm.load_state_dict({"batches": 4})
+    resumed = next(iter(dm.train_dataloader()))
+    assert torch.equal(resumed.src_tokens, batches[4].src_tokens)
+
+
+def test_datamodule_reports_unusable_tasks(tokens_and_codecs, tmp_path):
+    tokens, codecs = tokens_and_codecs
+    with pytest.raises(ValueError, match="no usable training example for task.*amt"):
+        _module(tokens, codecs, tmp_path, "data.tasks.amt=1.0", "model.max_src_len=64").prepare()
+    with pytest.raises(ValueError, match="data.tasks names no task"):
+        _module(tokens, codecs, tmp_path, "data.tasks.omr=0", "data.tasks.lmx2midi=0").prepare()
+
+
+def test_online_image_degradation(tokens_and_codecs, tmp_path):
+    tokens, codecs = tokens_and_codecs
+    dm = _module(tokens, codecs, tmp_path, "data.image_source=online", "data.tasks.lmx2midi=0",
+                 "data.degrade.p_blur=1.0", "data.degrade.p_jpeg=1.0")
+    dm.prepare()
+    loader = dm.train_dataloader()
+    ds = loader.dataset
+    assert ds.image_source is not None
+    task, item, _ = dm.sampler.batch(0)[0]
+    clean = ds.tokens[item]["image"]
+    a = ds[(task, item, 11)]["src"]
+    b = ds[(task, item, 11)]["src"]
+    c = ds[(task, item, 12)]["src"]
+    assert np.array_equal(a, b)  # the same draw seed gives the same degraded image
+    assert a.shape[0] == clean.shape[0] == 4
+    assert not np.array_equal(a, c) or not np.array_equal(a, clean)  # degradation changes the codes
+    batch = next(iter(loader))
+    batch.check(dm.vocab)

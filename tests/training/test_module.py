@@ -1,0 +1,99 @@
+"""The LightningModule's optimiser/scheduler, config validation and strategy construction."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from musicmoe.config import ConfigError, load_config
+from musicmoe.models.vocab import VocabSpec
+from musicmoe.training.config import TrainerConfig
+from musicmoe.training.module import TranslationModule, lr_factor
+from musicmoe.training.run import config_dict, flat_hparams
+from musicmoe.training.strategies import CPUDeepSpeedStrategy, build_strategy, deepspeed_config, resolve_precision
+
+
+def test_lr_schedule_warmup_then_decay():
+    f = [lr_factor(s, 10, 110, "cosine", 0.1) for s in range(120)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(f[:10], f[1:10]))  # warm-up rises
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # then decays
+    assert f[60] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert f[110] == pytest.approx(0.1) and f[119] == pytest.approx(0.1)
+    assert lr_factor(60, 10, 110, "linear", 0.0) == pytest.approx(0.5)
+    assert lr_factor(100, 10, 110, "constant", 0.0) == 1.0
+
+
+def test_one_optimizer_one_scheduler_with_decay_groups():
+    cfg = load_config(None, ["data.tasks.omr=1", "optim.weight_decay=0.05", "optim.lr=1e-3", "trainer.max_steps=50",
+                             "optim.warmup_steps=5", "model.d_model=32", "model.n_heads=2", "model.d_ff=64"])
+    vocab = VocabSpec.build(lmx_vocab_size=20, midi_vocab_size=30, image_codebook_size=16, audio_codebook_size=16)
+    module = TranslationModule(config_dict(cfg), vocab.to_dict(), codecs={}, tasks=["omr"])
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert isinstance(opt, torch.optim.AdamW) and conf["lr_scheduler"]["interval"] == "step"
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and any(p.ndim == 1 for p in no_decay["params"])
+    n_params = sum(1 for p in module.model.parameters() if p.requires_grad)
+    assert len(decay["params"]) + len(no_decay["params"]) == n_params
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 / 5)
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert module.hparams["tasks"] == ["omr"] and module.hparams["config"]["optim"]["lr"] == 1e-3
+
+
+def test_trainer_config_validation():
+    with pytest.raises(ConfigError, match="trainer.strategy must be one of"):
+        load_config(None, ["trainer.strategy=fsdp"])
+    with pytest.raises(ConfigError, match="must not set the batch size or an optimizer"):
+        load_config(None, ["+trainer.deepspeed_config.optimizer.type=Adam"])
+    with pytest.raises(ConfigError, match="optim.schedule"):
+        load_config(None, ["optim.schedule=step"])
+    with pytest.raises(ConfigError, match="eval.decoding"):
+        load_config(None, ["eval.decoding=sample"])
+    assert load_config(None, ["trainer.strategy=deepspeed_stage_2"]).trainer.strategy == "deepspeed"
+
+
+def test_cpu_strategies():
+    ds = build_strategy(TrainerConfig(strategy="deepspeed", accelerator="cpu"), grad_clip=0.5)
+    assert isinstance(ds, CPUDeepSpeedStrategy)
+    assert ds.config["zero_optimization"]["stage"] == 2 and ds.config["gradient_clipping"] == 0.5
+    assert "optimizer" not in ds.config and "scheduler" not in ds.config
+    assert ds.process_group_backend == "gloo" and ds.parallel_devices == [torch.device("cpu", 0)]
+    merged = deepspeed_config(TrainerConfig(strategy="deepspeed", deepspeed_stage=1,
+                                            deepspeed_config={"zero_optimization": {"reduce_bucket_size": 7}}), 1.0)
+    assert merged["zero_optimization"]["stage"] == 1 and merged["zero_optimization"]["reduce_bucket_size"] == 7
+    assert build_strategy(TrainerConfig(strategy="ddp", accelerator="cpu")).process_group_backend == "gloo"
+    assert build_strategy(TrainerConfig()) == "auto"
+    if not torch.cuda.is_available():
+        assert resolve_precision(TrainerConfig()) == "32-true"
+    with pytest.raises(ValueError, match="DeepSpeed on CPU runs one process"):
+        build_strategy(TrainerConfig(strategy="deepspeed", accelerator="cpu", devices=2))
+
+
+def test_flat_hparams():
+    flat = flat_hparams({"a": {"b": 1, "c": [1, 2]}, "d": None, "e": "x"})
+    assert flat == {"a/b": 1, "a/c": "1,2", "d": "none", "e": "x"}
+
+
+def test_progress_modes():
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from musicmoe.training.callbacks import PlainProgress
+    from musicmoe.training.run import _progress_callbacks
+
+    def make(mode):
+        return _progress_callbacks(load_config(None, [f"trainer.progress={mode}", "trainer.progress_every=7"]))
+
+    (rich,), enabled = make("rich")
+    assert isinstance(rich, RichProgressBar) and enabled
+    (plain,), enabled = make("plain")
+    assert isinstance(plain, PlainProgress) and plain.every == 7 and not enabled
+    assert make("none") == ([], False)
+    (auto,), _ = make("auto")  # pytest captures stderr: not a terminal, so the plain low-rate lines
+    assert isinstance(auto, PlainProgress)
