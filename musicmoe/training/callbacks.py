@@ -73,14 +73,19 @@ class RequeueOnSignal(Callback):
 
 
 class FinalCheckpoint(Callback):
-    """Write ``last.ckpt`` when training ends on a step the periodic checkpoint did not cover."""
+    """Write ``last.ckpt`` when training ends on a step the periodic checkpoint did not cover.
+
+    (``ModelCheckpoint`` itself only saves at the end when it has not saved at all in this session.)
+    """
 
     def __init__(self, last_path: str | Path) -> None:
         self.last_path = Path(last_path)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        saved = getattr(trainer.checkpoint_callback, "_last_global_step_saved", -1)
-        if saved != trainer.global_step and not _SIGNAL_RECEIVED["flag"]:  # RequeueOnSignal has just saved
+        cb = trainer.checkpoint_callback
+        if _SIGNAL_RECEIVED["flag"] or (cb is not None and not getattr(cb, "_last_checkpoint_saved", "")):
+            return  # RequeueOnSignal has just saved, or ModelCheckpoint.on_train_end will
+        if getattr(cb, "_last_global_step_saved", -1) != trainer.global_step:
             trainer.save_checkpoint(self.last_path)
 
 

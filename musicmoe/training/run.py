@@ -180,8 +180,10 @@ def build_trainer(cfg: Config, paths: RunPaths, resume_step: int, extra_callback
     tc, oc = cfg.trainer, cfg.optim
     logger = TensorBoardLogger(save_dir=str(paths.root), name="tb", version="version_0", default_hp_metric=False,
                                purge_step=resume_step + 1 if resume_step > 0 else None)
+    # one last.ckpt, always overwritten (no "last-v1.ckpt" when an earlier attempt or SIGUSR1 wrote the file)
     checkpoint = ModelCheckpoint(dirpath=str(paths.checkpoints), save_last=True, save_top_k=0,
-                                 every_n_train_steps=tc.checkpoint_every_n_steps, save_on_train_epoch_end=False)
+                                 every_n_train_steps=tc.checkpoint_every_n_steps, save_on_train_epoch_end=False,
+                                 enable_version_counter=False)
     progress, rich = _progress_callbacks(cfg)
     callbacks: list[Any] = [
         EvalCallback(cfg, paths.metrics),

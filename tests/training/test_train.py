@@ -94,6 +94,7 @@ def test_train_crash_and_resume(strategy, tiny_tokens, tiny_codecs, tmp_path):
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [2, 4] and all(r["omr/loss"] > 0 for r in lines)
     assert checkpoint_step(last) == 4
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]  # one checkpoint, overwritten
     assert list((run / "tb").iterdir()) == [run / "tb" / "version_0"]
 
     again = train(cfg)  # already finished: nothing to do
@@ -112,6 +113,7 @@ def test_sigusr1_saves_and_stops(tiny_tokens, tiny_codecs, tmp_path, monkeypatch
     summary = train(cfg)
     assert summary["global_step"] == 3 and summary["resumed_from"] == str(last)
     assert sorted(scalar_steps(tmp_path / "sig" / "tb" / "version_0")["train/loss"]) == [1, 2, 3]
+    assert [p.name for p in (tmp_path / "sig" / "checkpoints").iterdir()] == ["last.ckpt"]
 
 
 def test_resume_bookkeeping(tmp_path):
