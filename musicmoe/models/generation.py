@@ -17,6 +17,7 @@ for the KV-cache test and the decoding benchmark.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -69,7 +70,7 @@ def _force(logits: torch.Tensor, rows: torch.Tensor, token: int) -> torch.Tensor
     return torch.where(rows[:, None], forced, logits)
 
 
-class _Stepper:
+class _Stepper(ABC):
     """Per-target-modality decoding rules and state (one row per hypothesis)."""
 
     def __init__(self, model: Translator, modality: int, n: int, max_len: int, min_len: int, device) -> None:
@@ -105,13 +106,14 @@ class _Stepper:
     def _content_only(self, logits: torch.Tensor) -> torch.Tensor:
         return logits + self._bias_content
 
+    @abstractmethod
     def first_logits(self, h: torch.Tensor, step: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Logits of codebook 0 (or the single stream) at ``step`` from the decoder state ``h``."""
 
+    @abstractmethod
     def complete(self, h: torch.Tensor, tok0: torch.Tensor, step: int, pick: Picker, need_logp: bool = False):
         """The full frame (n, Qmax) given code 0 / the token, and the log-probs of the codes chosen here
         (summed per row; only computed with ``need_logp``)."""
-        raise NotImplementedError
 
     def update(self, frame: torch.Tensor, step: int) -> None:
         new = (frame[:, 0] == self.spec.eos_id) & ~self.finished
