@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a multi-task translator (resumes its run folder's last checkpoint)",
-        description="Train on the token shards named by data.tokens. The run folder run.out_dir/run.name gets "
+        description="Train on the token shards named by data.tokens, or on the corpora mixed by data.sources "
+                    "(token folders with weights and curricula). The run folder run.out_dir/run.name gets "
                     "config.yaml, checkpoints/last.ckpt, tb/ (TensorBoard) and metrics.jsonl; starting again "
                     "resumes from its last checkpoint. SIGUSR1 saves, requeues (under SLURM) and stops.")
     add_config_arguments(p)

@@ -57,6 +57,15 @@ def _merge(schema: DictConfig, base: DictConfig, update: DictConfig | dict, sour
         return OmegaConf.merge(base, update)  # type: ignore[return-value]
     except ConfigKeyError as err:
         key = err.full_key or str(err.key)
+        item = err.object_type
+        if (item is not None and dataclasses.is_dataclass(item) and key == str(err.key)
+                and item is not schema._metadata.object_type):
+            # a key inside a list element (e.g. one entry of data.sources): OmegaConf reports no path
+            fields = [f.name for f in dataclasses.fields(item)]
+            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(fields)}"
+            raise ConfigError(f"unknown config key '{key}' in a list entry of type {item.__name__} in {source}"
+                              f"{hint}") from None
         raise ConfigError(f"unknown config key '{key}' in {source}{_suggest(schema, key)}") from None
     except ValidationError as err:
         raise ConfigError(f"invalid value for config key '{err.full_key}' in {source}: {err.msg}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from musicmoe.data.degrade import DegradeConfig
+from musicmoe.data.mix import CorpusSource, validate_sources
 
 IMAGE_SOURCES = ("tokens", "online")
 
@@ -13,6 +14,9 @@ IMAGE_SOURCES = ("tokens", "online")
 class DataConfig:
     """Which token shards to train on, which tasks with which weights, batching, image degradations.
 
+    ``tokens`` is the token folder evaluated on, and trained on when ``sources`` is empty.  ``sources`` lists the
+    token folders (corpora) of a mixed run, each with a weight and curriculum (see musicmoe/data/mix.py); every
+    batch then draws a corpus by its weight, a task among those the corpus has data for, then an example.
     ``tasks`` maps a task name (see musicmoe/data/tasks.py) to its sampling weight; 0 drops a task inherited from
     a defaults file.  ``curriculum`` maps a task to ``[A, B]``: its weight ramps from 0 at step A to full at B.
     Batches hold ``batch_size`` examples drawn (with replacement) by task weight; ``bucket_batches`` batches are
@@ -27,6 +31,7 @@ class DataConfig:
     """
 
     tokens: str = "runs/tokens"
+    sources: list[CorpusSource] = field(default_factory=list)
     tasks: dict[str, float] = field(default_factory=dict)
     curriculum: dict[str, list[int]] = field(default_factory=dict)
     batch_size: int = 8
@@ -57,3 +62,5 @@ class DataConfig:
         self.tasks = {str(k): float(v) for k, v in self.tasks.items()}
         self.curriculum = {str(k): [int(x) for x in v] for k, v in self.curriculum.items()}
         validate_task_weights(self.tasks, self.curriculum)
+        self.sources = [s if isinstance(s, CorpusSource) else CorpusSource(**s) for s in self.sources]
+        validate_sources(self.sources)

@@ -1,11 +1,15 @@
-"""Multi-task training data: a LightningDataModule over pre-tokenized shards.
+"""Multi-task training data: a LightningDataModule over pre-tokenized shards of one or several corpora.
+
+The sampler draws *streams*: a stream is one task on one token folder (``data.tokens``, or each folder of
+``data.sources`` when a run mixes corpora, see musicmoe/data/mix.py).  A stream's weight at a step is its corpus's
+share (weight x curriculum) split among the tasks that corpus has data for, by the tasks' curriculum weights.
 
 Sampling (:class:`MultiTaskBatchSampler`) is a pure function of the batch number: batch ``b`` of rank ``r``
 depends only on ``(seed, b, r)``.  Batches are drawn in *pools* of ``bucket_batches`` batches; a pool draws
-``bucket_batches * batch_size`` (task, item) pairs — the task by its curriculum weight at the pool's first step,
-the item uniformly among the task's items (with replacement, so a task's share follows its weight even when its
-data is small) — sorts them by length (random tie-break), cuts the sorted list into batches (bucketing: similar
-lengths share a batch, little padding) and shuffles the batch order.  Resuming at batch ``b`` continues exactly
+``bucket_batches * batch_size`` (stream, item) pairs — the stream by its weight at the pool's first step,
+the item uniformly among the stream's items (with replacement, so a stream's share follows its weight even when
+its data is small) — sorts them by length (random tie-break), cuts the sorted list into batches (bucketing:
+similar lengths share a batch, little padding) and shuffles the batch order.  Resuming at batch ``b`` continues exactly
 where the interrupted run stopped, whatever the loader had prefetched: no batch is repeated or skipped.
 
 Image sources (``data.image_source``): degradations act on pixels while training reads codes.  "tokens" uses the
@@ -19,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -26,20 +31,21 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from musicmoe.data.mix import CorpusSource, merge_token_meta, split_stream, stream_id, stream_weights
 from musicmoe.data.tasks import Task, get_task, task_weights
 from musicmoe.models.batch import collate
 
 log = logging.getLogger(__name__)
 
-Index = tuple[int, int, int]  # (task id, item index in the token dataset, per-draw random seed)
-  # (task id, item index in the token dataset)
+Index = tuple[int, int, int]  # (stream id, item index in that stream's token folder, per-draw random seed)
 
 
 class MultiTaskBatchSampler(Sampler[list[Index]]):
-    """Endless batches of ``(task_id, item, draw_seed)`` triples (see the module docstring).
+    """Endless batches of ``(stream, item, draw_seed)`` triples (see the module docstring).
 
-    ``items``: task id -> item indices the task can use; ``lengths``: task id -> the cost (e.g. max of source
-    and target lengths) of each of those items, same order; ``weights(step)`` -> task id -> weight.
+    ``items``: stream id -> item indices the stream can use; ``lengths``: stream id -> the cost (e.g. max of
+    source and target lengths) of each of those items, same order; ``weights(step)`` -> stream id -> weight.
+    With one corpus the stream ids are the task ids (:func:`musicmoe.data.mix.stream_id`).
     ``start`` is the number of batches already consumed (set on resume); ``accumulate`` converts batches into
     optimiser steps for the curriculum.
     """
@@ -64,13 +70,13 @@ class MultiTaskBatchSampler(Sampler[list[Index]]):
             if len(self.lengths[t]) != len(self.items[t]):
                 raise ValueError(f"task {t}: {len(self.items[t])} items but {len(self.lengths[t])} lengths")
         if not self.items:
-            raise ValueError("no task has any training item")
+            raise ValueError("no task has any training item")  # the data module names the tasks first
         self.weights, self.batch_size, self.bucket = weights, batch_size, bucket_batches
         self.seed, self.rank, self.start, self.accumulate = seed, rank, start, max(1, accumulate)
         self._cache: tuple[int, list[list[Index]]] | None = None
 
     def task_probs(self, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """(task ids, probabilities) at optimiser ``step``; tasks without items get no share."""
+        """(stream ids, probabilities) at optimiser ``step``; streams without items get no share."""
         w = {t: float(v) for t, v in self.weights(step).items() if t in self.items and v > 0}
         if not w:  # nothing scheduled yet (cannot happen with a validated curriculum): use every task
             w = {t: 1.0 for t in self.items}
@@ -180,23 +186,30 @@ class OnlineImageSource:
 
 
 class TranslationDataset(Dataset):
-    """Map-style dataset indexed by ``(task_id, item, draw_seed)``: one source/target pair for ``collate``."""
+    """Map-style dataset indexed by ``(stream, item, draw_seed)``: one source/target pair for ``collate``.
 
-    def __init__(self, tokens: Any, image_source: OnlineImageSource | None = None) -> None:
-        self.tokens, self.image_source = tokens, image_source
+    ``tokens[c]`` is corpus ``c``'s token dataset; ``image_sources[c]`` (optional) its online image source."""
+
+    def __init__(self, tokens: Sequence[Any], image_sources: Sequence[OnlineImageSource | None] | None = None,
+                 names: Sequence[str] | None = None) -> None:
+        self.tokens = list(tokens)
+        self.image_sources = list(image_sources or [None] * len(self.tokens))
+        self.names = list(names or [""] * len(self.tokens))
 
     def __len__(self) -> int:
-        return len(self.tokens)
+        return sum(len(t) for t in self.tokens)
 
     def __getitem__(self, index: Index) -> dict[str, Any]:
-        task_id, item, draw = index
-        task = get_task(int(task_id))
-        rec = self.tokens[item]
+        stream, item, draw = index
+        corpus, task_id = split_stream(stream)
+        task = get_task(task_id)
+        rec = self.tokens[corpus][item]
         src = rec[task.source]
-        if task.source == "image" and self.image_source is not None:
-            src = self.image_source.codes(rec["key"], draw)
+        image_source = self.image_sources[corpus]
+        if task.source == "image" and image_source is not None:
+            src = image_source.codes(rec["key"], draw)
         return {"src": src, "src_modality": task.source, "tgt": rec[task.target], "tgt_modality": task.target,
-                "task": task.id, "key": rec.get("key")}
+                "task": task.id, "key": rec.get("key"), "corpus": self.names[corpus]}
 
 
 def _worker_init(_: int) -> None:
@@ -205,10 +218,11 @@ def _worker_init(_: int) -> None:
 
 
 class TranslationDataModule(pl.LightningDataModule):
-    """Multi-task training batches from the token shards of ``cfg.data.tokens`` (see the module docstring).
+    """Multi-task training batches from the token shards of ``cfg.data.tokens``, or of the corpora mixed by
+    ``cfg.data.sources`` (see the module docstring).
 
-    ``prepare()`` opens the shards and returns ``{"vocab", "codecs", "tasks"}`` (the model is built from them;
-    ``codecs`` is the record of :func:`musicmoe.training.codecs.codec_info`).
+    ``prepare()`` opens the shards and returns ``{"vocab", "codecs", "tasks", "sources"}`` (the model is built
+    from them; ``codecs`` is the record of :func:`musicmoe.training.codecs.codec_info`).
     The sampler position is saved in checkpoints (``state_dict``) and restored on resume.
     """
 
@@ -217,7 +231,8 @@ class TranslationDataModule(pl.LightningDataModule):
         self.cfg = cfg
         self.data = cfg.data
         self.tasks = [get_task(n) for n, w in self.data.tasks.items() if w > 0]
-        self._tokens = None
+        self.sources = list(self.data.sources) or [CorpusSource(path=self.data.tokens)]
+        self._tokens: list[Any] = []
         self._info: dict[str, Any] | None = None
         self._start_batch = 0
         self.sampler: MultiTaskBatchSampler | None = None
@@ -229,49 +244,99 @@ class TranslationDataModule(pl.LightningDataModule):
             return self._info
         if not self.tasks:
             raise ValueError("data.tasks names no task with a weight > 0 (e.g. data.tasks.omr=1.0)")
-        self._tokens = open_tokens(self.data.tokens, self.data.train_split)
         from musicmoe.data.tokens import vocab_spec
 
-        meta = dict(self._tokens.meta)
+        self._tokens = [open_tokens(src.path, self.data.train_split) for src in self.sources]
+        mixed = len(self.sources) > 1 or bool(self.data.sources)
+        metas = [(src.path, tok.meta) for src, tok in zip(self.sources, self._tokens)]
+        if mixed:
+            evaluated = self._eval_meta()
+            meta = merge_token_meta(metas + ([evaluated] if evaluated else []))
+        else:
+            meta = dict(self._tokens[0].meta)
         vocab = vocab_spec(meta)
-        lengths = self._tokens.lengths()
         m = self.cfg.model
-        items, costs, self.skipped = task_items(lengths, self.tasks, m.max_src_len, m.max_tgt_len)
-        if self.data.max_items:
-            items = {t: v[: self.data.max_items] for t, v in items.items()}
-            costs = {t: v[: self.data.max_items] for t, v in costs.items()}
-        empty = [t.name for t in self.tasks if not items[t.id]]
+        items: dict[int, list[int]] = {}
+        costs: dict[int, list[int]] = {}
+        self._tasks_of: list[list[int]] = []
+        self.skipped = {}
+        for c, (src, tok) in enumerate(zip(self.sources, self._tokens)):
+            its, cst, skipped = task_items(tok.lengths(), self.tasks, m.max_src_len, m.max_tgt_len)
+            if self.data.max_items:
+                its = {t: v[: self.data.max_items] for t, v in its.items()}
+                cst = {t: v[: self.data.max_items] for t, v in cst.items()}
+            self._tasks_of.append([t for t, v in its.items() if v])
+            for t in its:
+                items[stream_id(c, t)], costs[stream_id(c, t)] = its[t], cst[t]
+            for name, n in skipped.items():
+                self.skipped[f"{src.name}/{name}" if mixed else name] = n
+            if mixed and not self._tasks_of[-1] and src.weight > 0:
+                raise ValueError(f"data.sources: {src.path} (split {self.data.train_split!r}) has no usable example "
+                                 f"for any of the tasks {', '.join(t.name for t in self.tasks)}: it lacks their "
+                                 f"modalities or every example is longer than model.max_src_len/max_tgt_len")
+        empty = [t.name for t in self.tasks if not any(t.id in ts for ts in self._tasks_of)]
         if empty:
-            raise ValueError(f"no usable training example for task(s) {', '.join(empty)} in {self.data.tokens} "
+            where = self.sources[0].path if not mixed else "any of data.sources"
+            raise ValueError(f"no usable training example for task(s) {', '.join(empty)} in {where} "
                              f"(split {self.data.train_split!r}): the shards lack a modality or every example is "
                              f"longer than model.max_src_len/max_tgt_len")
         for name, n in self.skipped.items():
-            log.warning("task %s: %d examples longer than the model's length limits are skipped", name, n)
+            log.warning("%s: %d examples longer than the model's length limits are skipped", name, n)
         self._items, self._costs = items, costs
         from musicmoe.training.codecs import codec_info
 
-        self._info = {"vocab": vocab.to_dict(), "codecs": codec_info(self.cfg, meta, self._tokens),
-                      "tasks": [t.name for t in self.tasks]}
+        image_tokens = next((t for t in self._tokens if "image" in t.modalities), self._tokens[0])
+        self._info = {"vocab": vocab.to_dict(), "codecs": codec_info(self.cfg, meta, image_tokens),
+                      "tasks": [t.name for t in self.tasks],
+                      "sources": [{"name": s.name, "path": str(Path(s.path).resolve()),
+                                   "tasks": [get_task(t).name for t in ts]}
+                                  for s, ts in zip(self.sources, self._tasks_of)]}
         self.vocab = vocab
         return self._info
 
-    def _image_source(self) -> OnlineImageSource | None:
-        if self.data.image_source != "online" or not any(t.source == "image" for t in self.tasks):
+    def _eval_meta(self) -> tuple[str, dict[str, Any]] | None:
+        """``data.tokens`` (the folder evaluated on) joins the compatibility check of a mixed run when it exists."""
+        from musicmoe.data.tokens import META_FILE, read_meta
+
+        if any(Path(s.path).resolve() == Path(self.data.tokens).resolve() for s in self.sources):
             return None
+        if not (Path(self.data.tokens) / META_FILE).is_file():
+            return None
+        return self.data.tokens, read_meta(Path(self.data.tokens))
+
+    def _image_sources(self) -> list[OnlineImageSource | None]:
+        if self.data.image_source != "online" or not any(t.source == "image" for t in self.tasks):
+            return [None] * len(self.sources)
         codecs = self._info["codecs"] if self._info else {}
-        corpus = self.data.corpus or str(codecs.get("corpus", ""))
         codec = str((codecs.get("image") or {}).get("path", ""))
-        if not corpus or not codec:
-            raise ValueError("data.image_source=online needs the corpus (data.corpus, default: the one the tokens "
-                             "were made from) and the image codec (image_codec.checkpoint)")
-        return OnlineImageSource(corpus, codec, self.data.degrade)
+        out: list[OnlineImageSource | None] = []
+        for src, tok in zip(self.sources, self._tokens):
+            if "image" not in tok.modalities:
+                out.append(None)
+                continue
+            corpus = (self.data.corpus if not self.data.sources else "") or str(tok.meta.get("corpus", ""))
+            if not corpus or not codec:
+                raise ValueError(f"data.image_source=online needs the corpus of {src.path} (data.corpus, default: "
+                                 f"the one the tokens were made from) and the image codec (image_codec.checkpoint)")
+            out.append(OnlineImageSource(corpus, codec, self.data.degrade))
+        return out
 
     def weights(self, step: int) -> dict[int, float]:
+        """Stream id -> sampling weight at optimiser ``step`` (corpus share x task share)."""
         w = task_weights(self.data.tasks, self.data.curriculum, step)
-        return {get_task(n).id: v for n, v in w.items()}
+        task_w = {get_task(n).id: v for n, v in w.items()}
+        corpus_w = [s.weight * s.factor(step) for s in self.sources]
+        return stream_weights(corpus_w, task_w, self._tasks_of)
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
+
+    def sampler_for(self, start: int, rank: int = 0, accumulate: int = 1) -> MultiTaskBatchSampler:
+        """The batch sampler of this run, positioned at batch ``start``."""
+        self.prepare()
+        return MultiTaskBatchSampler(self._items, self._costs, self.weights, self.data.batch_size,
+                                     self.data.bucket_batches, seed=self.cfg.run.seed, rank=rank, start=start,
+                                     accumulate=accumulate)
 
     def train_dataloader(self) -> DataLoader:
         self.prepare()
@@ -280,18 +345,15 @@ class TranslationDataModule(pl.LightningDataModule):
         accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
         if trainer is not None and trainer.global_step and not self._start_batch:
             self._start_batch = trainer.global_step * accumulate
-        self.sampler = MultiTaskBatchSampler(
-            self._items, self._costs, self.weights, self.data.batch_size, self.data.bucket_batches,
-            seed=self.cfg.run.seed, rank=rank, start=self._start_batch, accumulate=accumulate,
-        )
+        self.sampler = self.sampler_for(self._start_batch, rank, accumulate)
         m = self.cfg.model
         fn = partial(collate, vocab=self.vocab, max_src_len=m.max_src_len, max_tgt_len=m.max_tgt_len,
                      pad_to_multiple=self.data.pad_to_multiple)
         workers = self.data.num_workers
         return DataLoader(
-            TranslationDataset(self._tokens, self._image_source()), batch_sampler=self.sampler, collate_fn=fn,
-            num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-            worker_init_fn=_worker_init if workers > 0 else None,
+            TranslationDataset(self._tokens, self._image_sources(), [src.name for src in self.sources]),
+            batch_sampler=self.sampler, collate_fn=fn, num_workers=workers, persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init if workers > 0 else None,
         )
 
     # --------------------------------------------------------------------------------- resume state

@@ -1,44 +1,51 @@
-"""Mixing corpora with sampling weights and a curriculum, so adding a corpus is a config change.
+"""Training on several token folders at once: per-corpus sampling weights and a curriculum.
 
-A :class:`CorpusMix` lists corpora (folders written by ``ShardWriter``: our own corpus, YTSV, OLiMPiC,
-GrandStaff, MAESTRO, MusicNet ...), each with a ``weight``, the training step it joins at (``start_step``)
-and how many steps its weight takes to ramp linearly from 0 to full (``ramp_steps``, 0 = at once).
-:func:`mixture_weights` gives the normalised sampling probabilities at a step; :class:`MixtureSampler`
-draws ``(corpus, example)`` index pairs with them, deterministically per (seed, step) so a resumed run draws
-the same batches.  YAML (``configs/mix/*.yaml``)::
+Every corpus (our engraved corpus, YTSV, OLiMPiC, GrandStaff, MAESTRO, MusicNet ...) becomes a token folder with
+``musicmoe data tokenize``; ``data.sources`` lists the folders a run samples from, each with a ``weight``, the
+optimiser step it joins at (``start_step``) and how many steps its weight takes to ramp linearly from 0 to full
+(``ramp_steps``, 0 = at once)::
 
-    corpora:
-      - {path: runs/corpus, weight: 1.0}
-      - {path: runs/ytsv/corpus, weight: 2.0, start_step: 10000, ramp_steps: 5000}
+    data:
+      sources:
+        - {path: runs/tokens, weight: 1.0}
+        - {path: runs/ytsv/tokens, name: ytsv, weight: 2.0, start_step: 5000, ramp_steps: 5000}
+
+A batch draws a corpus by :func:`mixture_weights`, then a task by ``data.tasks`` among the tasks that corpus has
+both modalities for (MAESTRO has MIDI and audio: AMT yes, OMR no), then an example.  The data module numbers each
+(corpus, task) pair as one *stream* (:func:`stream_id`).  All folders must share the vocabularies and codecs
+(:func:`merge_token_meta`), since one model reads them all.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
+STREAM_STRIDE = 1000  # stream id = corpus index * STREAM_STRIDE + task id (task ids are < 100)
 
 
 @dataclass
 class CorpusSource:
-    """One corpus of a mix: its folder, sampling weight and curriculum (when it joins, how fast)."""
+    """One token folder of a mix: its path, sampling weight and curriculum (when it joins, how fast)."""
 
     path: str = ""
     weight: float = 1.0
     start_step: int = 0
     ramp_steps: int = 0
-    name: str = ""          # for logs; default: the folder's name
+    name: str = ""          # in logs and skip counts; default: the folder's name (its parent's for ``tokens``)
 
     def __post_init__(self) -> None:
         if not self.path:
-            raise ValueError("every corpus of a mix needs a path")
+            raise ValueError("data.sources: every source needs a path (a token folder)")
         if self.weight < 0:
-            raise ValueError(f"corpus {self.path}: weight must be >= 0, got {self.weight}")
+            raise ValueError(f"data.sources: {self.path}: weight must be >= 0, got {self.weight}")
         if self.start_step < 0 or self.ramp_steps < 0:
-            raise ValueError(f"corpus {self.path}: start_step and ramp_steps must be >= 0")
-        self.name = self.name or Path(self.path).name
+            raise ValueError(f"data.sources: {self.path}: start_step and ramp_steps must be >= 0")
+        if not self.name:
+            p = Path(self.path)
+            self.name = p.parent.name if p.name == "tokens" and p.parent.name else p.name
 
     def factor(self, step: int) -> float:
         """0 before ``start_step``, then a linear ramp over ``ramp_steps`` steps to 1."""
@@ -49,99 +56,90 @@ class CorpusSource:
         return min(1.0, (step - self.start_step + 1) / self.ramp_steps)
 
 
-@dataclass
-class CorpusMix:
-    """The corpora a training run samples from (see the module docstring)."""
-
-    corpora: list[CorpusSource] = field(default_factory=list)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.corpora = [c if isinstance(c, CorpusSource) else CorpusSource(**c) for c in self.corpora]
-        if not self.corpora:
-            raise ValueError("a corpus mix needs at least one corpus")
-        names = [c.name for c in self.corpora]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"corpus names must be unique (set name: for corpora in same-named folders): {dupes}")
-        mixture_weights(self, 0)  # a run must be able to sample at its first step
-
-    @property
-    def names(self) -> list[str]:
-        return [c.name for c in self.corpora]
+def validate_sources(sources: Sequence[CorpusSource]) -> None:
+    """``ValueError`` for duplicate names or a mix with no corpus active at step 0."""
+    names = [s.name for s in sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"data.sources: names must be unique (set name: for folders with the same name): {dupes}")
+    if sources:
+        mixture_weights(sources, 0)
 
 
-def mixture_weights(mix: CorpusMix, step: int) -> list[float]:
+def mixture_weights(sources: Sequence[CorpusSource], step: int) -> list[float]:
     """Sampling probability of each corpus at ``step`` (weight x curriculum factor, normalised to sum 1).
 
     Raises ``ValueError`` when no corpus is active at ``step``."""
-    raw = [c.weight * c.factor(step) for c in mix.corpora]
+    raw = [s.weight * s.factor(step) for s in sources]
     total = sum(raw)
     if total <= 0:
-        raise ValueError(f"no corpus has a positive weight at step {step} "
-                         f"(start steps: {[c.start_step for c in mix.corpora]})")
+        raise ValueError(f"data.sources: no source has a positive weight at step {step} "
+                         f"(start steps: {[s.start_step for s in sources]})")
     return [r / total for r in raw]
 
 
-def load_mix(config: str | Path, overrides: Sequence[str] = ()) -> CorpusMix:
-    """A mix from YAML (a path, or relative to ``configs/``) plus ``key=value`` overrides."""
-    from musicmoe.config import compose
-
-    return compose(CorpusMix, config, overrides)
+def stream_id(corpus: int, task_id: int) -> int:
+    """The sampler's key for (corpus index, task id); corpus 0's streams are the task ids themselves."""
+    return corpus * STREAM_STRIDE + task_id
 
 
-class MixtureSampler:
-    """Draws ``(corpus index, example index)`` pairs by :func:`mixture_weights`.
-
-    ``sizes[i]`` is the number of examples of corpus ``i`` (or pass ``indices[i]``, the example indices of
-    the split to use).  Draws at a step depend only on (``mix.seed``, ``step``, ``rank``).
-    """
-
-    def __init__(self, mix: CorpusMix, sizes: Sequence[int] | None = None,
-                 indices: Sequence[Sequence[int]] | None = None, rank: int = 0) -> None:
-        if indices is None:
-            if sizes is None:
-                raise ValueError("give sizes or indices")
-            indices = [range(int(n)) for n in sizes]
-        if len(indices) != len(mix.corpora):
-            raise ValueError(f"the mix has {len(mix.corpora)} corpora, got {len(indices)} index lists")
-        self.mix = mix
-        self.indices = [np.asarray(list(ix), dtype=np.int64) for ix in indices]
-        self.rank = rank
-
-    def weights(self, step: int) -> list[float]:
-        """:func:`mixture_weights`, with empty corpora left out (renormalised)."""
-        w = np.array(mixture_weights(self.mix, step))
-        w[[len(ix) == 0 for ix in self.indices]] = 0.0
-        if w.sum() <= 0:
-            raise ValueError(f"every corpus active at step {step} is empty")
-        return (w / w.sum()).tolist()
-
-    def sample(self, step: int, n: int) -> list[tuple[int, int]]:
-        """``n`` pairs for training step ``step``."""
-        rng = np.random.default_rng([self.mix.seed, step, self.rank])
-        which = rng.choice(len(self.indices), size=n, p=self.weights(step))
-        return [(int(c), int(self.indices[c][rng.integers(len(self.indices[c]))])) for c in which]
+def split_stream(stream: int) -> tuple[int, int]:
+    """``(corpus index, task id)`` of a stream id."""
+    return divmod(int(stream), STREAM_STRIDE)
 
 
-class MixedCorpus:
-    """The corpora of a mix opened together: ``[(corpus, example)]`` gives an ``Example`` whose
-    ``meta["corpus"]`` names its corpus.  ``split`` keeps only that split's examples."""
+def stream_weights(corpus_weights: Sequence[float], task_w: Mapping[int, float],
+                   tasks_of: Sequence[Sequence[int]]) -> dict[int, float]:
+    """Weight of each (corpus, task) stream: the corpus's share split among its tasks by task weight.
 
-    def __init__(self, mix: CorpusMix, split: str | None = None, modalities: Sequence[str] | None = None) -> None:
-        from musicmoe.data.shards import Corpus
+    ``tasks_of[c]`` lists the task ids corpus ``c`` has examples for; a corpus none of whose tasks is active
+    gets no share (the others are renormalised by the sampler)."""
+    out: dict[int, float] = {}
+    for c, (cw, tasks) in enumerate(zip(corpus_weights, tasks_of)):
+        active = {t: task_w[t] for t in tasks if task_w.get(t, 0.0) > 0}
+        total = sum(active.values())
+        if cw <= 0 or total <= 0:
+            continue
+        for t, w in active.items():
+            out[stream_id(c, t)] = cw * w / total
+    return out
 
-        self.mix = mix
-        self.corpora = [Corpus(c.path, modalities=modalities, split=split) for c in mix.corpora]
 
-    def sizes(self) -> list[int]:
-        return [len(c) for c in self.corpora]
+def merge_token_meta(metas: Sequence[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """One ``meta.json``-like record for token folders trained together, or ``ValueError`` naming the two folders
+    that disagree.
 
-    def sampler(self, rank: int = 0) -> MixtureSampler:
-        return MixtureSampler(self.mix, sizes=self.sizes(), rank=rank)
-
-    def __getitem__(self, pair: tuple[int, int]) -> Any:
-        ci, ei = pair
-        ex = self.corpora[ci][ei]
-        ex.meta["corpus"] = self.mix.corpora[ci].name
-        return ex
+    LMX vocabulary, MIDI event config and every modality's vocabulary size/codebooks must agree; image/audio codec
+    hashes must agree among the folders that have that stream.  The result takes each stream's entries from the
+    first folder that has it (``corpus`` from the first folder)."""
+    if not metas:
+        raise ValueError("no token folder to merge")
+    first_name, first = metas[0]
+    merged: dict[str, Any] = {"corpus": first.get("corpus", ""), "vocab": dict(first["vocab"]),
+                              "codecs": dict(first.get("codecs") or {}), "streams": dict(first.get("streams") or {})}
+    owner = {m: first_name for m, s in merged["streams"].items() if s.get("available")}
+    for name, meta in metas[1:]:
+        codecs = meta.get("codecs") or {}
+        for key in ("lmx", "midi"):
+            if (codecs.get(key) or {}) != (merged["codecs"].get(key) or {}):
+                raise ValueError(f"token folders {first_name} and {name} were made with different {key} settings "
+                                 f"({key} tokens would mean different things): re-tokenize with one config")
+        for m, stream in (meta.get("streams") or {}).items():
+            if not stream.get("available"):
+                continue
+            if m not in owner:
+                owner[m] = name
+                merged["streams"][m] = stream
+                merged["vocab"][m] = meta["vocab"][m]
+                if codecs.get(m):
+                    merged["codecs"][m] = codecs[m]
+                continue
+            if meta["vocab"][m] != merged["vocab"][m]:
+                raise ValueError(f"token folders {owner[m]} and {name} have different {m} vocabularies "
+                                 f"({merged['vocab'][m]} vs {meta['vocab'][m]})")
+            mine = (merged["codecs"].get(m) or {}).get("content_hash")
+            theirs = (codecs.get(m) or {}).get("content_hash")
+            if mine != theirs:
+                raise ValueError(f"token folders {owner[m]} and {name} were tokenized with different {m} codecs "
+                                 f"({mine} vs {theirs}): tokenize every corpus with the same codec")
+    return merged

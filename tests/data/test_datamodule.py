@@ -150,9 +150,9 @@ def test_online_image_degradation(tokens_and_codecs, tmp_path):
     dm.prepare()
     loader = dm.train_dataloader()
     ds = loader.dataset
-    assert ds.image_source is not None
+    assert ds.image_sources[0] is not None
     task, item, _ = dm.sampler.batch(0)[0]
-    clean = ds.tokens[item]["image"]
+    clean = ds.tokens[0][item]["image"]
     a = ds[(task, item, 11)]["src"]
     b = ds[(task, item, 11)]["src"]
     c = ds[(task, item, 12)]["src"]

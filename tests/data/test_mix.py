@@ -1,90 +1,78 @@
-"""Corpus mixing: weights at a step (curriculum), deterministic sampling, YAML, reading mixed examples."""
+"""Mixing corpora: weights at a step (curriculum), stream numbering and weights, config validation, and the
+compatibility check of token folders (the end-to-end mix is in tests/data/loaders/test_training_data.py)."""
 
 from __future__ import annotations
 
-from collections import Counter
-
-import numpy as np
 import pytest
 
-from musicmoe.config import ConfigError
-from musicmoe.data.mix import CorpusMix, CorpusSource, MixedCorpus, MixtureSampler, load_mix, mixture_weights
+from musicmoe.config import ConfigError, load_config
+from musicmoe.data.mix import (CorpusSource, merge_token_meta, mixture_weights, split_stream, stream_id,
+                               stream_weights, validate_sources)
 
 
-def _mix() -> CorpusMix:
-    return CorpusMix([CorpusSource("a", 1.0), CorpusSource("b", 3.0, start_step=100, ramp_steps=100)], seed=7)
+def _sources() -> list[CorpusSource]:
+    return [CorpusSource("a", 1.0), CorpusSource("b", 3.0, start_step=100, ramp_steps=100)]
 
 
 def test_weights_follow_the_curriculum():
-    mix = _mix()
-    assert mixture_weights(mix, 0) == [1.0, 0.0]
-    assert mixture_weights(mix, 99) == [1.0, 0.0]
-    w = mixture_weights(mix, 149)  # b half way up its ramp: 3 * 0.5 = 1.5
+    src = _sources()
+    assert mixture_weights(src, 0) == [1.0, 0.0]
+    assert mixture_weights(src, 99) == [1.0, 0.0]
+    w = mixture_weights(src, 149)  # b half way up its ramp: 3 * 0.5 = 1.5
     assert w == pytest.approx([1 / 2.5, 1.5 / 2.5])
-    assert mixture_weights(mix, 10_000) == pytest.approx([0.25, 0.75])
-    assert sum(mixture_weights(mix, 123)) == pytest.approx(1.0)
+    assert mixture_weights(src, 10_000) == pytest.approx([0.25, 0.75])
+    assert sum(mixture_weights(src, 123)) == pytest.approx(1.0)
 
 
-def test_invalid_mixes_are_refused():
+def test_invalid_sources_are_refused():
     with pytest.raises(ValueError, match="step 0"):
-        CorpusMix([CorpusSource("a", 1.0, start_step=5)])
+        validate_sources([CorpusSource("a", 1.0, start_step=5)])
     with pytest.raises(ValueError, match="weight"):
         CorpusSource("a", -1.0)
     with pytest.raises(ValueError, match="unique"):
-        CorpusMix([CorpusSource("x/a"), CorpusSource("y/a")])
+        validate_sources([CorpusSource("x/a"), CorpusSource("y/a")])
+    assert CorpusSource("runs/maestro/tokens").name == "maestro"  # a token folder is named after its corpus
 
 
-def test_sampler_is_deterministic_and_weighted():
-    mix = _mix()
-    s = MixtureSampler(mix, sizes=[10, 20])
-    assert s.sample(5, 50) == s.sample(5, 50)
-    assert s.sample(5, 50) != s.sample(6, 50)
-    late = Counter(c for c, _ in s.sample(10_000, 4000))
-    assert 0.70 < late[1] / 4000 < 0.80  # 0.75 expected
-    assert all(c == 0 for c, _ in s.sample(50, 200))  # b has not joined yet
-    assert all(0 <= i < (10, 20)[c] for c, i in s.sample(10_000, 500))
-    # an empty corpus is left out instead of failing
-    assert {c for c, _ in MixtureSampler(mix, sizes=[10, 0]).sample(10_000, 100)} == {0}
+def test_stream_ids_and_weights():
+    assert split_stream(stream_id(3, 7)) == (3, 7) and stream_id(0, 7) == 7
+    # corpus 0 (weight 0.75) has tasks 0 and 1, corpus 1 (0.25) only task 1; task 0 weighs 2, task 1 weighs 1
+    w = stream_weights([0.75, 0.25], {0: 2.0, 1: 1.0}, [[0, 1], [1]])
+    assert w == pytest.approx({stream_id(0, 0): 0.5, stream_id(0, 1): 0.25, stream_id(1, 1): 0.25})
+    # a corpus whose only task is not active yet gives up its share
+    assert stream_weights([0.5, 0.5], {0: 1.0, 1: 0.0}, [[0], [1]]) == {stream_id(0, 0): 0.5}
 
 
-def test_load_mix_yaml(tmp_path):
-    path = tmp_path / "mix.yaml"
-    path.write_text("corpora:\n  - {path: runs/corpus, weight: 1.0}\n"
-                    "  - {path: runs/ytsv, weight: 4.0, start_step: 10, ramp_steps: 5}\nseed: 3\n")
-    mix = load_mix(path, ["seed=5"])
-    assert [c.name for c in mix.corpora] == ["corpus", "ytsv"] and mix.seed == 5
-    assert mixture_weights(mix, 100) == pytest.approx([0.2, 0.8])
-    path.write_text("corpora:\n  - {path: runs/corpus, wieght: 1.0}\n")
-    with pytest.raises(ConfigError, match="wieght"):
-        load_mix(path)
+def test_sources_in_the_config():
+    cfg = load_config(None, ["data.sources=[{path: runs/a/tokens, weight: 2}, {path: runs/b, start_step: 5}]"])
+    assert [(s.name, s.weight, s.start_step) for s in cfg.data.sources] == [("a", 2.0, 0), ("b", 1.0, 5)]
+    with pytest.raises(ConfigError, match="'wieght'.*did you mean 'weight'"):
+        load_config(None, ["data.sources=[{path: a, wieght: 2}]"])
+    with pytest.raises(ConfigError, match="no source has a positive weight at step 0"):
+        load_config(None, ["data.sources=[{path: a, start_step: 3}]"])
+    real = load_config("experiment/paper_real.yaml")
+    assert len(real.data.sources) == 6 and sum(mixture_weights(real.data.sources, 10**9)) == pytest.approx(1.0)
 
 
-def test_shipped_mix_configs_validate():
-    from musicmoe.config import CONFIG_ROOT
+def _meta(audio_hash: str | None, midi_size: int = 600, image: bool = True) -> dict:
+    return {"corpus": "c", "vocab": {"image": {"vocab_size": 1024, "codebooks": 4}, "lmx": {"vocab_size": 3000,
+                                                                                            "codebooks": 1},
+                                     "midi": {"vocab_size": midi_size, "codebooks": 1},
+                                     "audio": {"vocab_size": 1024, "codebooks": 4}},
+            "codecs": {"image": {"content_hash": "img"} if image else None,
+                       "audio": {"content_hash": audio_hash} if audio_hash else None,
+                       "lmx": {"vocabulary_sha256": "v"}, "midi": {"config": {"shift_ms": 10}}},
+            "streams": {"image": {"available": image}, "lmx": {"available": True}, "midi": {"available": True},
+                        "audio": {"available": audio_hash is not None}}}
 
-    files = sorted((CONFIG_ROOT / "mix").glob("*.yaml"))
-    assert files
-    for f in files:
-        mix = load_mix(f)
-        assert sum(mixture_weights(mix, 10**9)) == pytest.approx(1.0)
 
-
-def test_mixed_corpus_reads_examples(tmp_path):
-    from musicmoe.data.example import Example
-    from musicmoe.data.shards import ShardWriter, write_manifest
-
-    for name, n in (("imgs", 3), ("sounds", 2)):
-        with ShardWriter(tmp_path / name, "s0") as w:
-            for i in range(n):
-                if name == "imgs":
-                    w.add(Example(key=f"{name}{i}", piece=name, image=np.full((20, 30), 200 + i, np.uint8)))
-                else:
-                    w.add(Example(key=f"{name}{i}", piece=name, audio=np.zeros(2400, np.float32)))
-        write_manifest(tmp_path / name)
-    mix = CorpusMix([CorpusSource(str(tmp_path / "imgs")), CorpusSource(str(tmp_path / "sounds"), weight=2.0)])
-    mc = MixedCorpus(mix)
-    assert mc.sizes() == [3, 2]
-    for c, i in mc.sampler().sample(0, 20):
-        ex = mc[(c, i)]
-        assert ex.meta["corpus"] == ("imgs", "sounds")[c]
-        assert ex.modalities == (("image",), ("audio",))[c]
+def test_merge_token_meta():
+    merged = merge_token_meta([("omr", _meta(None)), ("amt", _meta("aud", image=False))])
+    assert merged["codecs"]["audio"] == {"content_hash": "aud"} and merged["codecs"]["image"]["content_hash"] == "img"
+    assert merged["streams"]["audio"]["available"]
+    with pytest.raises(ValueError, match="omr and amt.*different audio codecs"):
+        merge_token_meta([("omr", _meta("x")), ("amt", _meta("y"))])
+    with pytest.raises(ValueError, match="different midi"):
+        bad = _meta("x")
+        bad["codecs"]["midi"] = {"config": {"shift_ms": 20}}
+        merge_token_meta([("omr", _meta("x")), ("amt", bad)])

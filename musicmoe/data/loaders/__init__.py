@@ -1,8 +1,8 @@
 """Importers of published datasets into the common corpus format (``musicmoe import DATASET SRC --out DIR``).
 
 Each turns the dataset's on-disk layout into :class:`~musicmoe.data.example.Example` s written with
-``ShardWriter`` (one shard per source item, so an interrupted import resumes where it stopped), so the
-corpora mix by config (:mod:`musicmoe.data.mix`):
+``ShardWriter`` (one shard per source item, so an interrupted import resumes where it stopped); once
+tokenized, the corpora mix in training by config (``data.sources``, :mod:`musicmoe.data.mix`):
 
 - ``olimpic``: system images + LMX (synthetic and scanned variants);
 - ``grandstaff``: system images + LMX (from .lmx, .musicxml or **kern);
