@@ -179,3 +179,29 @@ def test_slurm_array_sharding(monkeypatch):
         resolve_shard(2, 2)
     monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
     assert resolve_shard(None, None) == (0, 1)
+
+
+def test_ytsv_corpus_is_training_data(built, tiny_corpus, tmp_path_factory, tmp_path):
+    """The written pages tokenize and feed the data module as image <-> audio examples."""
+    from musicmoe.config import load_config
+    from musicmoe.data.datamodule import TranslationDataModule
+    from musicmoe.data.tokenize import tokenize
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for the shared training.fixtures module
+    from training.fixtures import ensure_codecs, tiny_overrides
+
+    _, _, out = built
+    codecs = ensure_codecs(tiny_corpus, tmp_path_factory.getbasetemp() / "musicmoe_training")
+    tokens = tmp_path / "tokens"
+    report = tokenize(out, tokens, load_config(None, ["tokenize.workers=0"]), image_codec=codecs["image"],
+                      audio_codec=codecs["audio"], progress=False)
+    assert report["examples"] == 3 and not report["encode_failed"]
+    split = Corpus(out)[0].split
+    cfg = load_config(None, tiny_overrides(tokens, codecs, tmp_path) + [
+        "data.tasks.omr=0", "data.tasks.lmx2midi=0", "data.tasks.image2audio=1.0", "data.tasks.audio2image=1.0",
+        f"data.train_split={split}", "model.max_src_len=4096", "model.max_tgt_len=4096"])
+    dm = TranslationDataModule(cfg)
+    assert dm.prepare()["tasks"] == ["image2audio", "audio2image"]
+    batch = next(iter(dm.train_dataloader()))
+    batch.check(dm.vocab)
+    assert int(batch.tgt_mask.sum()) > 100  # whole pages: hundreds of audio frames or image code columns
