@@ -64,7 +64,10 @@ def shrink(tokens, codecs, out, name) -> list[str]:
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_runs_one_shrunk_step(name, tiny_tokens, tiny_codecs, tmp_path):
-    cfg = load_config(f"experiment/{name}.yaml", shrink(tiny_tokens, tiny_codecs, tmp_path, name))
+    over = shrink(tiny_tokens, tiny_codecs, tmp_path, name)
+    if load_config(f"experiment/{name}.yaml").data.sources:  # a corpus mix: two sources, both the tiny tokens
+        over.append(f"data.sources=[{{path: '{tiny_tokens}', name: a}}, {{path: '{tiny_tokens}', name: b}}]")
+    cfg = load_config(f"experiment/{name}.yaml", over)
     summary = train(cfg)
     assert summary["global_step"] == 1
     assert (tmp_path / name / "checkpoints" / "last.ckpt").exists()
