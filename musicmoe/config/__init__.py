@@ -1,6 +1,7 @@
 """Typed, validated configuration composed from YAML files under ``configs/``."""
 
-from musicmoe.config.compose import CONFIG_ROOT, ConfigError, compose, load_saved, save_config, to_yaml
+from musicmoe.config.compose import (CONFIG_ROOT, ConfigError, compose, config_differences, flat_items, flatten,
+                                     load_saved, save_config, to_yaml)
 
 
 def load_config(config=None, overrides=(), root=None):
@@ -10,4 +11,5 @@ def load_config(config=None, overrides=(), root=None):
     return compose(Config, config, overrides, root)
 
 
-__all__ = ["CONFIG_ROOT", "ConfigError", "compose", "load_config", "load_saved", "save_config", "to_yaml"]
+__all__ = ["CONFIG_ROOT", "ConfigError", "compose", "config_differences", "flat_items", "flatten", "load_config",
+           "load_saved", "save_config", "to_yaml"]

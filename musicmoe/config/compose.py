@@ -187,3 +187,26 @@ def load_saved(schema_cls: type[T], path: str | Path) -> T:
 def replace(cfg: T, **changes: Any) -> T:
     """``dataclasses.replace`` that re-runs validation."""
     return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> ``{"a.b.c": value}`` (lists stay values)."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out if out or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
+def flat_items(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as flattened ``{"section.key": value}``."""
+    return flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
+
+
+def config_differences(old: Any, new: Any, keep: Any = None) -> list[str]:
+    """``key: old -> new`` for each flattened key (those ``keep(key)`` accepts, default all) whose value differs."""
+    a, b = flat_items(old), flat_items(new)
+    keys = sorted(k for k in set(a) | set(b) if keep is None or keep(k))
+    return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}" for k in keys
+            if a.get(k, "<unset>") != b.get(k, "<unset>")]

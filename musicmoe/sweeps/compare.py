@@ -9,8 +9,9 @@ from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
+from musicmoe.config import flatten
 from musicmoe.sweeps import events
-from musicmoe.sweeps.rundir import CONFIG_FILE, flatten
+from musicmoe.sweeps.rundir import CONFIG_FILE
 from musicmoe.sweeps.spec import is_semantic
 
 HIGHER_IS_BETTER = ("f1", "acc", "precision", "recall", "bleu", "psnr", "sdr", "ssim", "si_snr", "score")

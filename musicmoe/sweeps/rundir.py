@@ -19,9 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
-from musicmoe.config import ConfigError, load_saved, save_config
+from musicmoe.config import ConfigError, flat_items, load_saved, save_config
+from musicmoe.config import config_differences as differences
 from musicmoe.config.schema import Config
 from musicmoe.sweeps.spec import Run, is_semantic
 
@@ -34,27 +33,14 @@ class RunConflict(ConfigError):
     """A run directory already holds a different config than the run about to use it."""
 
 
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> ``{"a.b.c": value}`` (lists stay values)."""
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out if out or not prefix else {prefix[:-1]: {}}
-    return {prefix[:-1]: node}
-
-
 def semantic_items(cfg: Config) -> dict[str, Any]:
     """A config's flattened keys that define what a run computes (not where it lives or runs)."""
-    flat = flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
-    return {k: v for k, v in flat.items() if is_semantic(k)}
+    return {k: v for k, v in flat_items(cfg).items() if is_semantic(k)}
 
 
 def config_differences(old: Config, new: Config) -> list[str]:
     """``key: old -> new`` for each semantic key whose value differs."""
-    a, b = semantic_items(old), semantic_items(new)
-    return [f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}"
-            for k in sorted(set(a) | set(b)) if a.get(k, "<unset>") != b.get(k, "<unset>")]
+    return differences(old, new, is_semantic)
 
 
 def check_run_dir(run: Run) -> bool:

@@ -220,6 +220,37 @@ def build_trainer(cfg: Config, paths: RunPaths, resume_step: int, extra_callback
     )
 
 
+# What a resumed run may change: how long it runs, how it reports and evaluates, where and on how many workers it
+# loads data; anything else would continue the checkpoint as a different experiment under the same name.
+RESUME_MAY_CHANGE = ("trainer.max_steps", "trainer.progress", "trainer.progress_every", "trainer.log_every_n_steps",
+                     "trainer.checkpoint_every_n_steps", "trainer.resume", "data.num_workers", "run.out_dir",
+                     "run.name")
+RESUME_MAY_CHANGE_PREFIXES = ("eval.", "cluster.")
+
+
+def _fixed_on_resume(key: str) -> bool:
+    return key not in RESUME_MAY_CHANGE and not key.startswith(RESUME_MAY_CHANGE_PREFIXES)
+
+
+def check_resume_config(cfg: Config, paths: RunPaths) -> None:
+    """``ConfigError`` when the run folder's saved config differs from ``cfg`` in a key that defines the run."""
+    from musicmoe.config import ConfigError, config_differences, load_saved
+
+    if not paths.config.is_file():
+        return
+    try:
+        old = load_saved(Config, paths.config)
+    except ConfigError as err:
+        raise ConfigError(f"{paths.config} cannot be read with the current config schema ({err}); start a new "
+                          f"run (run.name=...) or trainer.resume=false") from None
+    diffs = config_differences(old, cfg, _fixed_on_resume)
+    if diffs:
+        shown = "; ".join(diffs[:8]) + (f"; ... ({len(diffs)} keys)" if len(diffs) > 8 else "")
+        raise ConfigError(f"{paths.root} holds a checkpoint of a run with a different config ({shown}): resuming "
+                          f"would mix two experiments under one name. Use another run.name, set "
+                          f"trainer.resume=false to start this folder afresh, or repeat the saved values")
+
+
 def train(cfg: Config, extra_callbacks: list[Any] = ()) -> dict[str, Any]:
     """Train (or resume) the run ``cfg.run.out_dir/cfg.run.name``; returns a summary dict."""
     import lightning.pytorch as pl
@@ -233,6 +264,8 @@ def train(cfg: Config, extra_callbacks: list[Any] = ()) -> dict[str, Any]:
     paths = run_paths(cfg)
     paths.root.mkdir(parents=True, exist_ok=True)
     ckpt, step = find_resume_checkpoint(paths) if cfg.trainer.resume else (None, 0)
+    if ckpt is not None:
+        check_resume_config(cfg, paths)
     rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
     if rank == 0:
         save_config(cfg, paths.root)

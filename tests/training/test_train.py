@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from musicmoe.config import load_config
+from musicmoe.config import ConfigError, load_config
 from musicmoe.training.run import checkpoint_step, train
 
 from training.fixtures import scalar_steps, tiny_overrides
@@ -110,7 +110,11 @@ def test_sigusr1_saves_and_stops(tiny_tokens, tiny_codecs, tmp_path, monkeypatch
     last = tmp_path / "sig" / "checkpoints" / "last.ckpt"
     assert summary["global_step"] == 2 and checkpoint_step(last) == 2  # saved at the step boundary, then stopped
     assert signal.getsignal(signal.SIGUSR1) is not None
-    summary = train(cfg)
+    changed = load_config(None, tiny_overrides(tiny_tokens, tiny_codecs, tmp_path, "sig") + [
+        "trainer.checkpoint_every_n_steps=100", "trainer.max_steps=3", "model.d_ff=96", "optim.lr=5e-4"])
+    with pytest.raises(ConfigError, match=r"different config \(model.d_ff: 64 -> 96; optim.lr: 0.001 -> 0.0005\)"):
+        train(changed)  # the checkpoint belongs to another experiment: refused, naming the keys
+    summary = train(cfg)  # same config, longer max_steps would be fine too
     assert summary["global_step"] == 3 and summary["resumed_from"] == str(last)
     assert sorted(scalar_steps(tmp_path / "sig" / "tb" / "version_0")["train/loss"]) == [1, 2, 3]
     assert [p.name for p in (tmp_path / "sig" / "checkpoints").iterdir()] == ["last.ckpt"]
