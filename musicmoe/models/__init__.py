@@ -14,7 +14,7 @@ Public API (kept stable; see each module's docstring for details)::
     opt = torch.optim.AdamW(param_groups(model, weight_decay=0.01), lr=3e-4)
 """
 
-from musicmoe.models.batch import Batch, TranslationExample, collate
+from musicmoe.models.batch import Batch, BatchInfo, TranslationExample, collate
 from musicmoe.models.codebooks import DepthDecoder, apply_delay, revert_delay
 from musicmoe.models.config import ModelConfig
 from musicmoe.models.moe import GroupedMoE, MoEStats
@@ -24,6 +24,6 @@ from musicmoe.models.vocab import MODALITIES, MODALITY_INDEX, N_SPECIALS, Modali
 
 __all__ = [
     "MODALITIES", "MODALITY_INDEX", "N_SPECIALS", "ModalitySpec", "VocabSpec", "modality_index", "ModelConfig",
-    "Batch", "TranslationExample", "collate", "Translator", "ModelOutput", "DecoderCache", "GroupedMoE",
+    "Batch", "BatchInfo", "TranslationExample", "collate", "Translator", "ModelOutput", "DecoderCache", "GroupedMoE",
     "MoEStats", "DepthDecoder", "apply_delay", "revert_delay", "param_groups", "active_params", "count_params",
 ]

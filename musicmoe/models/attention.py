@@ -21,7 +21,11 @@ def rotary_tables(positions: torch.Tensor, head_dim: int, base: float) -> tuple[
 
 
 def apply_rotary(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate ``x`` (B, H, L, D) by the :func:`rotary_tables` ``rope`` (rotate-half convention, float32 math)."""
+    """Rotate ``x`` (..., L, D) by the :func:`rotary_tables` ``rope`` (rotate-half convention, float32 math).
+
+    The tables broadcast over the leading dimensions: reshape them to rotate another layout (the self-attention
+    rotates queries and keys together, (B, L, 2, H, D), with tables viewed as (L, 1, 1, D / 2)).
+    """
     cos, sin = rope
     half = x.shape[-1] // 2
     xf = x.float()
@@ -112,11 +116,18 @@ class MultiHeadAttention(nn.Module):
             (q,) = self._heads(self.q_proj(x), 1)
             k, v = memory_kv if memory_kv is not None else self.project_kv(memory)
         else:
-            q, k, v = self._heads(self.qkv_proj(x), 3)
+            qkv = self.qkv_proj(x)
             if self.rotary:
                 if rope is None:
                     raise ValueError("MultiHeadAttention: rotary self-attention needs rotary tables")
-                q, k = apply_rotary(q, rope), apply_rotary(k, rope)
+                # queries and keys rotated in one pass (fewer kernels), values as they are
+                qkv = qkv.view(b, length, 3, self.n_heads, self.head_dim)
+                cos, sin = (t[:, None, None, :] for t in rope)
+                qk = apply_rotary(qkv[:, :, :2], (cos, sin))
+                q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)
+                v = qkv[:, :, 2].transpose(1, 2)
+            else:
+                q, k, v = self._heads(qkv, 3)
             if cache is not None:
                 past = cache.length
                 k, v = cache.append(k, v)

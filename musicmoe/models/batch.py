@@ -6,7 +6,12 @@
 * ``src_modality`` (B,) long: index into ``MODALITIES = ("image", "lmx", "midi", "audio")``;
 * ``tgt_tokens`` (B, T, Q) long: target ids starting with a BOS frame and ending with an EOS frame;
   ``tgt_mask`` (B, T) bool (True = real, BOS and EOS included); ``tgt_modality`` (B,) long;
-* ``task`` (B,) long: a task id of the caller's choosing (only used to split the loss per task).
+* ``task`` (B,) long: a task id of the caller's choosing (only used to split the loss per task);
+* ``info``: a :class:`BatchInfo` (host-side copies of the per-row lengths, modalities and task ids, filled by
+  ``collate``) or ``None``. With it the model plans its step (rows per target modality, whether anything is
+  padded) without reading the device tensors back, i.e. without a host-device sync; ``to``/``pin_memory``
+  carry it along. A caller that edits the tensors of a batch must drop it (``dataclasses.replace(batch,
+  info=None)``) or keep it in step.
 
 Rows may mix tasks and modalities. Single-stream modalities use column 0 of the token axis and hold their
 PAD id in the other columns; padded positions hold the row modality's PAD id in every column. Padding is at
@@ -33,6 +38,23 @@ from musicmoe.models.vocab import MODALITIES, ModalitySpec, VocabSpec
 
 
 @dataclass
+class BatchInfo:
+    """Per-row facts of a :class:`Batch` kept on the host (real lengths with specials, modality indices,
+    task ids), so that planning a step needs no device read-back. (Not frozen: Lightning's
+    ``apply_to_collection`` walks into the batch's dataclasses and refuses frozen ones.)"""
+
+    src_lengths: tuple[int, ...]
+    tgt_lengths: tuple[int, ...]
+    src_modality: tuple[int, ...]
+    tgt_modality: tuple[int, ...]
+    task: tuple[int, ...]
+
+    def select(self, rows: Sequence[int]) -> BatchInfo:
+        """The info of the batch rows ``rows`` (in that order)."""
+        return BatchInfo(*(tuple(getattr(self, f.name)[i] for i in rows) for f in fields(self)))
+
+
+@dataclass
 class Batch:
     """Padded batch of translation examples (see the module docstring for shapes)."""
 
@@ -43,12 +65,30 @@ class Batch:
     tgt_mask: torch.Tensor
     tgt_modality: torch.Tensor
     task: torch.Tensor
+    info: BatchInfo | None = None
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return Batch(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking) for f in fields(self)})
+    def _map(self, fn) -> Batch:
+        return Batch(**{f.name: fn(getattr(self, f.name)) for f in fields(self) if f.name != "info"},
+                     info=self.info)
+
+    def to(self, device: torch.device | str, non_blocking: bool | None = None) -> Batch:
+        """The batch on ``device``. ``non_blocking`` None: asynchronous exactly when every tensor is in pinned
+        memory (the data loader's ``pin_memory``; Lightning moves a custom batch without asking for it), so the
+        copy does not make the host wait for the GPU."""
+        if non_blocking is None:
+            non_blocking = torch.device(device).type == "cuda" and all(
+                getattr(self, f.name).is_pinned() for f in fields(self) if f.name != "info")
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> Batch:
-        return Batch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+        return self._map(lambda t: t.pin_memory())
+
+    def select_rows(self, index: torch.Tensor, rows: Sequence[int] | None = None) -> Batch:
+        """Rows ``index`` (a long tensor on the batch's device); ``rows``: the same indices on the host, which
+        keep the :class:`BatchInfo` (without them it is dropped)."""
+        out = self._map(lambda t: t.index_select(0, index))
+        out.info = self.info.select(rows) if (self.info is not None and rows is not None) else None
+        return out
 
     def __len__(self) -> int:
         return int(self.src_tokens.shape[0])
@@ -61,6 +101,8 @@ class Batch:
     def check(self, vocab: VocabSpec) -> None:
         """Raise ``ValueError`` on wrong shapes/dtypes or ids outside each row modality's vocabulary."""
         b = len(self)
+        if self.info is not None and any(len(getattr(self.info, f.name)) != b for f in fields(self.info)):
+            raise ValueError(f"Batch.info: describes {len(self.info.task)} rows, the batch has {b}")
         for name, ndim, dtype in (("src_tokens", 3, torch.long), ("tgt_tokens", 3, torch.long),
                                   ("src_mask", 2, torch.bool), ("tgt_mask", 2, torch.bool),
                                   ("src_modality", 1, torch.long), ("tgt_modality", 1, torch.long),
@@ -212,5 +254,9 @@ def collate(
         tgt_mask=torch.from_numpy(tgt_mask),
         tgt_modality=torch.tensor([r[3].index for r in rows], dtype=torch.long),
         task=torch.tensor([r[4] for r in rows], dtype=torch.long),
+        info=BatchInfo(src_lengths=tuple(r[0].shape[1] for r in rows),
+                       tgt_lengths=tuple(r[2].shape[1] for r in rows),
+                       src_modality=tuple(r[1].index for r in rows), tgt_modality=tuple(r[3].index for r in rows),
+                       task=tuple(r[4] for r in rows)),
     )
 

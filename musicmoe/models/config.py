@@ -67,6 +67,9 @@ class ModelConfig:
     init_std: float = 0.02
     label_smoothing: float = 0.0
     validate_inputs: bool = True  # check token ids against the vocabulary in forward (one host sync)
+    # training only, not architecture: torch.compile the teacher-forced pass (Translator.compile_forward; state-dict
+    # keys unchanged); shapes become dynamic after the first recompile, so varying batches recompile rarely
+    compile: bool = False
 
     def __post_init__(self) -> None:
         def err(key: str, msg: str) -> None:

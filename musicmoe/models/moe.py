@@ -16,8 +16,11 @@ rest are dropped (their residual passes through unchanged) and counted.
 
 Dispatch sorts the (token, expert) assignments by expert and runs each expert once on its contiguous slice
 (``index_select`` in, ``index_add_`` out): one host sync per layer for the slice sizes, no per-token loops.
-Hard-routed layers (``top_k == 0``) share one sort per decoder pass (:class:`HardRoutingPlan`); a single
-expert in total (the dense model) skips dispatch altogether.
+Hard-routed layers (``top_k == 0``) share one plan per decoder pass (:class:`HardRoutingPlan`): either one sort
+of the routed tokens (one host sync per pass), or, when the caller knows on the host how many rows of each group
+the batch holds and the rows are ordered by group (``HardRoutingPlan.contiguous``), plain slices of the token
+axis with no sort, no gather and no host sync. A single expert in total (the dense model) skips dispatch
+altogether. Routing statistics are computed on the device (no ``bincount``/boolean indexing, which read back).
 """
 
 from __future__ import annotations
@@ -76,12 +79,20 @@ class MoEStats:
 
 @dataclass
 class HardRoutingPlan:
-    """Routed tokens sorted by group, built once per decoder pass and shared by its hard-routed MoE layers
-    (their routing depends only on the token's group, so one sort and one host sync serve every layer)."""
+    """Routed tokens grouped by expert group, built once per decoder pass and shared by its hard-routed MoE
+    layers (their routing depends only on the token's group).
 
-    tokens: torch.Tensor  # flat indices of the routed tokens, sorted by group
-    sizes: list[int]  # routed tokens per group
-    counts: torch.Tensor  # (n_modalities, n_groups) long
+    ``build``: the routed tokens (``token_mask``) sorted by group; ``tokens`` holds their flat indices (one sort,
+    one host sync for ``sizes``). ``contiguous``: the rows of the (B, L) tokens are already ordered by group and
+    their counts known on the host: ``tokens`` is ``None``, ``sizes`` counts ROWS, group ``g`` is a row slice,
+    padding included (computed, then zeroed by ``mask``); no host sync, and only host integers that do not
+    depend on the sequence length (a compiled forward stays valid across lengths).
+    """
+
+    tokens: torch.Tensor | None  # flat indices of the routed tokens, sorted by group; None = contiguous
+    sizes: list[int]  # tokens per group (contiguous: rows per group)
+    counts: torch.Tensor  # (n_modalities, n_groups) long: routed tokens by modality and group
+    mask: torch.Tensor | None = None  # contiguous plans: (B, L) True for routed tokens (None: all)
 
     @classmethod
     def build(cls, group: torch.Tensor, modality: torch.Tensor, token_mask: torch.Tensor | None,
@@ -93,10 +104,28 @@ class HardRoutingPlan:
         else:
             sel = torch.arange(gf.numel(), device=gf.device)
         order = torch.argsort(gf, stable=True)
-        n_mod = len(MODALITIES)
-        counts = torch.zeros(n_mod * n_groups, dtype=torch.long, device=gf.device).index_add_(
-            0, mf * n_groups + gf, torch.ones_like(gf)).view(n_mod, n_groups)
+        counts = routing_counts(mf, gf, None, n_groups)
         return cls(sel.index_select(0, order), torch.bincount(gf, minlength=n_groups).tolist(), counts)
+
+    @classmethod
+    def contiguous(cls, rows_per_group: list[int], group: torch.Tensor, modality: torch.Tensor,
+                   token_mask: torch.Tensor | None, n_groups: int) -> HardRoutingPlan:
+        """Plan for (B, L) tokens whose rows are ordered by group, ``rows_per_group[g]`` rows each."""
+        if len(rows_per_group) != n_groups:
+            raise ValueError(f"HardRoutingPlan.contiguous: {len(rows_per_group)} row counts for {n_groups} groups")
+        mask = None if token_mask is None else token_mask.reshape(-1)
+        counts = routing_counts(modality.reshape(-1), group.reshape(-1), mask, n_groups)
+        return cls(None, list(rows_per_group), counts, token_mask)
+
+
+def routing_counts(modality: torch.Tensor, expert: torch.Tensor, weight: torch.Tensor | None,
+                   n_experts: int) -> torch.Tensor:
+    """(n_modalities, n_experts) long: tokens (``weight``: a 0/1 mask, None = all) per (modality, expert);
+    computed with ``index_add_`` (``bincount`` reads its maximum back to the host on CUDA)."""
+    n_mod = len(MODALITIES)
+    w = torch.ones_like(expert) if weight is None else weight.to(torch.long)
+    return torch.zeros(n_mod * n_experts, dtype=torch.long, device=expert.device).index_add_(
+        0, modality * n_experts + expert, w).view(n_mod, n_experts)
 
 
 class GroupedMoE(nn.Module):
@@ -137,8 +166,28 @@ class GroupedMoE(nn.Module):
         h = self.dropout(self.act(h))
         return F.linear(h, self.w_out[e], None if self.bias_out is None else self.bias_out[e])
 
+    def _forward_contiguous(self, x: torch.Tensor, plan: HardRoutingPlan) -> tuple[torch.Tensor, MoEStats]:
+        """One expert per group, rows of ``x`` (B, L, d) ordered by group: row slices, no gather, no gates."""
+        if len(plan.sizes) != self.n_groups:
+            raise ValueError(f"GroupedMoE: routing plan has {len(plan.sizes)} groups, layer has {self.n_groups}")
+        if (self.capacity_factor if self.training else self.eval_capacity_factor) is not None:
+            raise ValueError("GroupedMoE: a contiguous routing plan cannot apply a capacity factor")
+        if x.ndim != 3 or sum(plan.sizes) != x.shape[0]:
+            raise ValueError(f"GroupedMoE: contiguous plan covers {sum(plan.sizes)} rows, got {tuple(x.shape)}")
+        outs, r0 = [], 0
+        for g, rows in enumerate(plan.sizes):
+            if rows:
+                outs.append(self._expert(g, x[r0: r0 + rows]).to(x.dtype))
+                r0 += rows
+        y = outs[0] if len(outs) == 1 else (torch.cat(outs) if outs else x)
+        if plan.mask is not None:
+            y = y * plan.mask[..., None].to(y.dtype)
+        zero = x.new_zeros((), dtype=torch.float32)
+        stats = MoEStats(plan.counts, plan.counts.new_zeros(()), plan.counts.sum(), zero, zero, self.n_groups, 1)
+        return y, stats
+
     def _forward_hard(self, xf: torch.Tensor, plan: HardRoutingPlan) -> tuple[torch.Tensor, MoEStats]:
-        """One expert per group, tokens already sorted by group: contiguous slices, no gates."""
+        """One expert per group, routed tokens sorted by group (``plan.tokens``): slices, no gates."""
         if len(plan.sizes) != self.n_groups:
             raise ValueError(f"GroupedMoE: routing plan has {len(plan.sizes)} groups, layer has {self.n_groups}")
         cf = self.capacity_factor if self.training else self.eval_capacity_factor
@@ -155,8 +204,9 @@ class GroupedMoE(nn.Module):
         ys = torch.cat(outs) if outs else xs
         y = xf.new_zeros(xf.shape).index_copy_(0, plan.tokens, ys)
         zero = xf.new_zeros((), dtype=torch.float32)
-        stats = MoEStats(plan.counts, torch.tensor(dropped, device=xf.device),
-                         torch.tensor(sum(plan.sizes), device=xf.device), zero, zero, self.n_groups, 1)
+        dev = xf.device
+        stats = MoEStats(plan.counts, torch.full((), dropped, dtype=torch.long, device=dev),
+                         torch.full((), sum(plan.sizes), dtype=torch.long, device=dev), zero, zero, self.n_groups, 1)
         return y, stats
 
     def forward(self, x: torch.Tensor, group: torch.Tensor, modality: torch.Tensor,
@@ -173,12 +223,15 @@ class GroupedMoE(nn.Module):
 
         if self.n_experts == 1:  # dense fast path: no gather/scatter at all
             y = self._expert(0, xf).to(x.dtype)
-            real = mf if token_mask is None else mf[token_mask.reshape(-1)]
-            counts = torch.bincount(real, minlength=n_mod).view(n_mod, 1)
+            counts = routing_counts(mf, torch.zeros_like(mf), None if token_mask is None else token_mask.reshape(-1),
+                                    1)
             n = counts.sum()
             return y.view(shape), MoEStats(counts, n * 0, n, zero, zero, 1, 1)
 
         if self.top_k == 0:
+            if plan is not None and plan.tokens is None:
+                y, stats = self._forward_contiguous(x.reshape(shape[0], -1, self.d_model), plan)
+                return y.view(shape), stats
             plan = plan if plan is not None else HardRoutingPlan.build(group, modality, token_mask, self.n_groups)
             y, stats = self._forward_hard(xf, plan)
             return y.view(shape), stats
@@ -199,7 +252,9 @@ class GroupedMoE(nn.Module):
         gate = top_p if self.top_k == 1 else top_p / top_p.sum(-1, keepdim=True)
         expert = gs.view(n, 1) * e_per + top_i
         # load balancing per group: E * sum_e f_e P_e, averaged over the groups that have tokens
-        n_g = torch.bincount(gs, minlength=self.n_groups).float()
+        group_tokens = torch.zeros(self.n_groups, dtype=torch.long, device=x.device).index_add_(
+            0, gs, torch.ones_like(gs))
+        n_g = group_tokens.float()
         f = torch.zeros(self.n_groups * e_per, device=x.device).index_add_(
             0, expert.reshape(-1), torch.ones(n * self.top_k, device=x.device)).view(self.n_groups, e_per)
         p_sum = torch.zeros(self.n_groups, e_per, device=x.device).index_add_(0, gs, probs)
@@ -216,15 +271,16 @@ class GroupedMoE(nn.Module):
         order = torch.argsort(a_exp * (k * n) + a_rank * n + a_tok)
         a_tok, a_exp = a_tok[order], a_exp[order]
         a_gate = gate.reshape(-1)[order]
-        per_expert = torch.bincount(a_exp, minlength=self.n_experts)
+        per_expert = torch.zeros(self.n_experts, dtype=torch.long, device=x.device).index_add_(
+            0, a_exp, torch.ones_like(a_exp))
         counts = torch.zeros(n_mod * self.n_experts, dtype=torch.long, device=x.device).index_add_(
-            0, ms.repeat_interleave(k) * self.n_experts + expert.reshape(-1),
+            0, ms.view(n, 1).expand(n, k).reshape(-1) * self.n_experts + expert.reshape(-1),
             torch.ones(n * k, dtype=torch.long, device=x.device)).view(n_mod, self.n_experts)
 
         cf = self.capacity_factor if self.training else self.eval_capacity_factor
         if cf is not None:
-            n_g = torch.bincount(gs, minlength=self.n_groups).repeat_interleave(e_per)
-            capacity = torch.ceil(cf * n_g.float() * k / e_per).long()
+            n_ge = group_tokens.repeat_interleave(e_per)
+            capacity = torch.ceil(cf * n_ge.float() * k / e_per).long()
             kept = torch.minimum(per_expert, capacity)
         else:
             kept = per_expert
@@ -242,8 +298,9 @@ class GroupedMoE(nn.Module):
             h = self._expert(e, xs.index_select(0, idx))
             h = h * a_gate[starts[e]: starts[e] + m, None].to(h.dtype)
             ys.index_add_(0, idx, h.to(ys.dtype))
-        dropped = torch.tensor(sum(sizes[0]) - sum(sizes[1]), device=x.device)
-        stats = MoEStats(counts, dropped, torch.tensor(n * k, device=x.device), aux, z, self.n_groups, e_per)
+        dropped = torch.full((), sum(sizes[0]) - sum(sizes[1]), dtype=torch.long, device=x.device)
+        stats = MoEStats(counts, dropped, torch.full((), n * k, dtype=torch.long, device=x.device), aux, z,
+                         self.n_groups, e_per)
         if sel is None:
             return ys.view(shape), stats
         y = xf.new_zeros(xf.shape).index_copy_(0, sel, ys)

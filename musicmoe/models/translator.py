@@ -15,6 +15,14 @@ Target side: BOS frame first; loss = cross-entropy summed over a frame's codeboo
 predicted target tokens/frames of the batch (PAD ignored), + ``aux_loss_weight * aux + z_loss_weight * z``
 (router losses averaged over MoE layers, only with ``top_k >= 1``). Every parameter takes part in the loss of
 every batch (heads of absent target modalities with weight 0), so DDP needs no ``find_unused_parameters``.
+
+Host-device syncs: a batch from ``collate`` carries a :class:`~musicmoe.models.batch.BatchInfo` (per-row
+lengths, modalities and tasks on the host). ``forward`` then groups the rows by target modality (a device
+``argsort`` when they are not grouped already) and plans the whole step on the host (:class:`HostPlan`): no key
+mask when nothing is padded, expert groups and output heads on contiguous row slices, per-task losses with
+``index_add_``, so a training step reads nothing back from the GPU (with ``validate_inputs=False``; the input
+check is one sync). Without the info (or with ``return_logits``) the same results come from the general path,
+which selects the real positions with ``nonzero`` (syncs in every layer).
 """
 
 from __future__ import annotations
@@ -93,9 +101,33 @@ class DecoderCache:
             c.reorder(index)
 
 
-def attention_mask(mask: torch.Tensor) -> torch.Tensor | None:
-    """(B, S) key mask -> SDPA boolean mask (B, 1, 1, S), or ``None`` when nothing is padded (flash-friendly)."""
-    return None if bool(mask.all()) else mask[:, None, None, :]
+def attention_mask(mask: torch.Tensor, padded: bool | None = None) -> torch.Tensor | None:
+    """(B, S) key mask -> SDPA boolean mask (B, 1, 1, S), or ``None`` when nothing is padded (flash-friendly).
+
+    ``padded``: whether any key is masked, when the caller knows it on the host; ``None`` reads it back from the
+    device (a host sync).
+    """
+    if padded is None:
+        padded = not bool(mask.all())
+    return mask[:, None, None, :] if padded else None
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """Host-side facts of a teacher-forced pass (from a :class:`~musicmoe.models.batch.BatchInfo`), so that it
+    needs no device read-back. Deliberately few values (no per-row lengths), so that a compiled forward is
+    specialised on little: the position-table checks that need lengths are done when the plan is made.
+
+    ``src_padded``/``dec_padded``: some source key / decoder input position is padding; ``rows_per_modality``:
+    rows of each target modality, the rows being ordered by target modality; ``multi_target``: some row has a
+    multi-codebook target; ``tasks``: the distinct task ids (all >= 0), sorted.
+    """
+
+    src_padded: bool
+    dec_padded: bool
+    rows_per_modality: tuple[int, ...]
+    multi_target: bool
+    tasks: tuple[int, ...]
 
 
 class Translator(nn.Module):
@@ -202,8 +234,11 @@ class Translator(nn.Module):
         return rotary_tables(positions, self.config.head_dim, self.config.rope_base)
 
     def encode(self, src_tokens: torch.Tensor, src_mask: torch.Tensor, src_modality: torch.Tensor,
-               tgt_modality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder output (B, S, d) and the key mask actually used (rows without tokens keep position 0)."""
+               tgt_modality: torch.Tensor, host: HostPlan | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder output (B, S, d) and the key mask actually used (rows without tokens keep position 0).
+
+        ``host``: the pass's :class:`HostPlan` (padding known without a device read-back).
+        """
         if src_tokens.shape[1] == 0:  # no source at all: one masked PAD position per row
             pad = self._pad[src_modality][:, None, None].expand(-1, 1, src_tokens.shape[2])
             src_tokens = torch.cat([src_tokens, pad], dim=1)
@@ -214,10 +249,11 @@ class Translator(nn.Module):
         positions = torch.arange(s, device=src_tokens.device)
         x = self.embed(src_tokens, src_modality) + self.target_modality_emb(tgt_modality)[:, None, :]
         if self.positions is not None:
-            self.positions.check_lengths(src_modality, mask.sum(1))
+            if host is None:  # (with a plan, checked when the plan was made)
+                self.positions.check_lengths(src_modality, mask.sum(1))
             x = x + self.positions(src_modality, positions)
         x = self.drop(x)
-        attn = attention_mask(mask)
+        attn = attention_mask(mask, None if host is None else host.src_padded)
         rope = self._rope(positions)
         for layer in self.encoder:
             x = layer(x, attn_mask=attn, rope=rope)
@@ -232,29 +268,45 @@ class Translator(nn.Module):
         memory_mask: torch.Tensor | None = None,
         token_mask: torch.Tensor | None = None,
         cache: DecoderCache | None = None,
+        host: HostPlan | None = None,
     ) -> tuple[torch.Tensor, list[MoEStats]]:
         """Decoder hidden states (B, L, d) for input frames ``tokens`` (B, L, Qmax).
 
         Without ``cache``: full (teacher-forced) pass over ``memory``; ``token_mask`` (B, L) marks the positions
-        whose outputs matter (others are not routed to experts). With ``cache``: ``tokens`` continue the cached
-        prefix (incremental decoding) and cross-attention uses the cached keys/values.
+        whose outputs matter (others are not routed to experts, or, with ``host``, routed and zeroed). With
+        ``cache``: ``tokens`` continue the cached prefix (incremental decoding) and cross-attention uses the cached
+        keys/values. ``host`` (teacher forcing only): the pass's :class:`HostPlan`; hard-routed experts then run
+        on contiguous row slices and nothing is read back from the device.
         """
+        if host is not None and cache is not None:
+            raise ValueError("decode: a HostPlan is for teacher-forced passes, not for cached decoding")
         b, length, _ = tokens.shape
         start = cache.length if cache is not None else 0
         positions = torch.arange(start, start + length, device=tokens.device)
         x = self.embed(tokens, tgt_modality)
         if self.positions is not None:
-            if token_mask is not None:
+            if host is None and token_mask is not None:  # (with a plan, checked when the plan was made)
                 self.positions.check_lengths(tgt_modality, token_mask.sum(1))
             x = x + self.positions(tgt_modality, positions)
         x = self.drop(x)
         group = torch.zeros_like(tgt_modality) if self.config.shared_across_modalities else tgt_modality
         group = group[:, None].expand(b, length)
         modality = tgt_modality[:, None].expand(b, length)
-        mem_attn = cache.memory_mask if cache is not None else attention_mask(memory_mask)
+        if cache is not None:
+            mem_attn = cache.memory_mask
+        elif host is not None and memory_mask is not None:
+            mem_attn = attention_mask(memory_mask, host.src_padded)
+        else:
+            mem_attn = attention_mask(memory_mask)
         plan = None
-        if self.config.top_k == 0 and self.config.n_groups > 1:  # hard routing: one token sort for all layers
-            plan = HardRoutingPlan.build(group, modality, token_mask, self.config.n_groups)
+        cfg = self.config
+        if cfg.top_k == 0 and cfg.n_groups > 1:  # hard routing: one plan for all layers
+            capacity = cfg.capacity_factor if self.training else cfg.eval_capacity_factor
+            if host is not None and capacity is None:
+                plan = HardRoutingPlan.contiguous(list(host.rows_per_modality), group, modality,
+                                                  token_mask if host.dec_padded else None, cfg.n_groups)
+            else:
+                plan = HardRoutingPlan.build(group, modality, token_mask, cfg.n_groups)
         stats: list[MoEStats] = []
         rope = self._rope(positions)
         for i, layer in enumerate(self.decoder):
@@ -285,8 +337,11 @@ class Translator(nn.Module):
         return head(h, tied)
 
     # --- training ----------------------------------------------------------------------------------------
-    def _teacher_forcing(self, batch: Batch) -> tuple[torch.Tensor, ...]:
-        """Decoder inputs (B, L, Q), input mask (B, L), targets (B, L, Q), target validity (B, L, Q)."""
+    def _teacher_forcing(self, batch: Batch, multi_target: bool | None = None) -> tuple[torch.Tensor, ...]:
+        """Decoder inputs (B, L, Q), input mask (B, L), targets (B, L, Q), target validity (B, L, Q).
+
+        ``multi_target``: whether some row has a multi-codebook target, when known on the host (else read back).
+        """
         tgt, tmask, mod = batch.tgt_tokens, batch.tgt_mask, batch.tgt_modality
         b, t, q = tgt.shape
         dev = tgt.device
@@ -296,7 +351,8 @@ class Translator(nn.Module):
         dec_in, targets, in_mask = tgt[:, :-1], tgt[:, 1:], tmask[:, 1:]
         valid = in_mask[:, :, None] & col_ok[:, None, :]
         multi = n_cb > 1
-        if self.config.codebook_mode != "delay" or q == 1 or not bool(multi.any()):
+        if self.config.codebook_mode != "delay" or q == 1 or not (
+                bool(multi.any()) if multi_target is None else multi_target):
             return dec_in, in_mask, targets, valid
         delayed = apply_delay(tgt, self._bos[mod], self._pad[mod])  # (B, T + Q - 1, Q)
         span = t + q - 2
@@ -313,35 +369,106 @@ class Translator(nn.Module):
         return (torch.where(m3, delayed[:, :-1], s_in), torch.where(multi[:, None], d_mask, s_mask),
                 torch.where(m3, delayed[:, 1:], s_tg), torch.where(m3, d_valid, s_valid))
 
+    def host_plan(self, batch: Batch) -> HostPlan | None:
+        """The :class:`HostPlan` of ``batch`` from its :class:`~musicmoe.models.batch.BatchInfo` (and the learned
+        position tables checked against its lengths), or ``None`` without an info or when its rows are not
+        ordered by target modality (see :meth:`group_rows`)."""
+        info = batch.info
+        if info is None or len(info.task) != len(batch) or list(info.tgt_modality) != sorted(info.tgt_modality):
+            return None
+        if not info.task or min(info.task) < 0:
+            return None
+        cb = [spec.codebooks for spec in self.vocab]
+        s_len, t_len, q = batch.src_tokens.shape[1], batch.tgt_tokens.shape[1], batch.tgt_tokens.shape[2]
+        multi = any(cb[m] > 1 for m in info.tgt_modality)
+        delay = self.config.codebook_mode == "delay" and q > 1 and multi
+        # decoder inputs: targets without their last frame; in delay mode Q - 1 more steps for multi-codebook rows
+        dec = [n - 1 + (cb[m] - 1 if delay and cb[m] > 1 else 0) for n, m in zip(info.tgt_lengths, info.tgt_modality)]
+        dec_len = t_len + q - 2 if delay else t_len - 1
+        src = [max(n, 1) for n in info.src_lengths]  # a row without source keeps position 0 (see encode)
+        if self.positions is not None:
+            for m, n in zip(info.src_modality, src):
+                self.positions.check(m, n)
+            for m, n in zip(info.tgt_modality, dec):
+                self.positions.check(m, n)
+        rows = [0] * len(MODALITIES)
+        for m in info.tgt_modality:
+            rows[m] += 1
+        return HostPlan(src_padded=any(n < max(s_len, 1) for n in src), dec_padded=any(n < dec_len for n in dec),
+                        rows_per_modality=tuple(rows), multi_target=multi, tasks=tuple(sorted(set(info.task))))
+
+    @staticmethod
+    def group_rows(batch: Batch) -> Batch:
+        """``batch`` with its rows ordered by target modality (stable; a device ``argsort``, no host sync), when
+        its :class:`BatchInfo` says they are not; without an info the batch is returned unchanged."""
+        info = batch.info
+        if info is None or list(info.tgt_modality) == sorted(info.tgt_modality):
+            return batch
+        order = sorted(range(len(info.tgt_modality)), key=lambda i: info.tgt_modality[i])
+        return batch.select_rows(torch.argsort(batch.tgt_modality, stable=True), order)
+
     def forward(self, batch: Batch, return_logits: bool = False) -> ModelOutput:
-        """Teacher-forced loss on ``batch`` (see :class:`ModelOutput`)."""
+        """Teacher-forced loss on ``batch`` (see :class:`ModelOutput` and, for host syncs, the module docstring)."""
         cfg = self.config
         if cfg.validate_inputs:
             batch.check(self.vocab)
-        memory, mem_mask = self.encode(batch.src_tokens, batch.src_mask, batch.src_modality, batch.tgt_modality)
-        dec_in, in_mask, targets, valid = self._teacher_forcing(batch)
+        host = None
+        if not return_logits:
+            batch = self.group_rows(batch)
+            host = self.host_plan(batch)
+        return self._forward(batch, host, return_logits)
+
+    def compile_forward(self, **kwargs) -> None:
+        """``torch.compile`` the teacher-forced pass after planning (``kwargs`` go to ``torch.compile``).
+
+        Row grouping and the host plan stay eager, so the compiled code sees only the plan's few values (padding
+        flags, rows per target modality, task ids), not per-row lengths: varying batches then recompile rarely.
+        Parameter names and checkpoints are unchanged.
+        """
+        self._forward = torch.compile(self._forward, **kwargs)
+
+    def _forward(self, batch: Batch, host: HostPlan | None, return_logits: bool) -> ModelOutput:
+        cfg = self.config
+        memory, mem_mask = self.encode(batch.src_tokens, batch.src_mask, batch.src_modality, batch.tgt_modality,
+                                       host=host)
+        dec_in, in_mask, targets, valid = self._teacher_forcing(batch, None if host is None else host.multi_target)
         hidden, stats = self.decode(dec_in, batch.tgt_modality, memory=memory, memory_mask=mem_mask,
-                                    token_mask=in_mask)
+                                    token_mask=in_mask, host=host)
         b, length, d = hidden.shape
         q_max = targets.shape[2]
         n_pred = (batch.tgt_mask.sum(1) - 1).clamp_min(0)
-        row_ce = hidden.new_zeros(b, dtype=torch.float32)
         logits_out: dict[str, torch.Tensor] = {}
-        present = torch.bincount(batch.tgt_modality, minlength=len(MODALITIES)).tolist()
-        flat_h, flat_t, flat_v = hidden.reshape(-1, d), targets.reshape(-1, q_max), valid.reshape(-1, q_max)
-        row_of = batch.tgt_modality[:, None].expand(b, length).reshape(-1)
-        for m, spec in enumerate(self.vocab):
-            if present[m] == 0:
-                continue
-            sel = (in_mask.reshape(-1) & (row_of == m)).nonzero().squeeze(1)
-            codes = flat_t.index_select(0, sel)[:, : spec.codebooks]
-            ok = flat_v.index_select(0, sel)[:, : spec.codebooks]
-            logits = self.head_logits(m, flat_h.index_select(0, sel), codes)
-            ce = F.cross_entropy(logits.float().reshape(-1, spec.table_size), codes.reshape(-1), reduction="none",
-                                 label_smoothing=cfg.label_smoothing).view(codes.shape)
-            row_ce.index_add_(0, torch.div(sel, length, rounding_mode="floor"), (ce * ok).sum(1))
-            if return_logits:
-                logits_out[spec.name] = logits
+        if host is not None:  # rows ordered by target modality: every head on its contiguous rows, padding included
+            present = list(host.rows_per_modality)
+            parts, r0 = [], 0
+            for m, spec in enumerate(self.vocab):
+                if present[m] == 0:
+                    continue
+                r1, cb = r0 + present[m], spec.codebooks
+                codes = targets[r0:r1, :, :cb].reshape(-1, cb)
+                logits = self.head_logits(m, hidden[r0:r1].reshape(-1, d), codes)
+                ce = F.cross_entropy(logits.float().reshape(-1, spec.table_size), codes.reshape(-1),
+                                     reduction="none", label_smoothing=cfg.label_smoothing)
+                parts.append((ce.view(r1 - r0, length, cb) * valid[r0:r1, :, :cb]).sum((1, 2)))
+                r0 = r1
+            row_ce = torch.cat(parts) if len(parts) > 1 else parts[0]
+        else:
+            row_ce = hidden.new_zeros(b, dtype=torch.float32)
+            present = torch.bincount(batch.tgt_modality, minlength=len(MODALITIES)).tolist()
+            flat_h, flat_t, flat_v = hidden.reshape(-1, d), targets.reshape(-1, q_max), valid.reshape(-1, q_max)
+            row_of = batch.tgt_modality[:, None].expand(b, length).reshape(-1)
+            for m, spec in enumerate(self.vocab):
+                if present[m] == 0:
+                    continue
+                sel = (in_mask.reshape(-1) & (row_of == m)).nonzero().squeeze(1)
+                codes = flat_t.index_select(0, sel)[:, : spec.codebooks]
+                ok = flat_v.index_select(0, sel)[:, : spec.codebooks]
+                logits = self.head_logits(m, flat_h.index_select(0, sel), codes)
+                ce = F.cross_entropy(logits.float().reshape(-1, spec.table_size), codes.reshape(-1),
+                                     reduction="none", label_smoothing=cfg.label_smoothing).view(codes.shape)
+                row_ce.index_add_(0, torch.div(sel, length, rounding_mode="floor"), (ce * ok).sum(1))
+                if return_logits:
+                    logits_out[spec.name] = logits
         n_total = n_pred.sum().clamp_min(1)
         ce_loss = row_ce.sum() / n_total
         if torch.is_grad_enabled():  # heads of absent target modalities get zero gradients, so that DDP/DeepSpeed
@@ -355,15 +482,22 @@ class Translator(nn.Module):
         if cfg.top_k > 0:
             loss = loss + cfg.aux_loss_weight * aux + cfg.z_loss_weight * z
 
-        def split(key: torch.Tensor) -> dict[int, torch.Tensor]:
+        def split(key: torch.Tensor, values: Sequence[int] | None) -> dict[int, torch.Tensor]:
+            """CE per value of the row ``key``; ``values``: its distinct values (>= 0, sorted) known on the host."""
+            if values is not None:
+                n = values[-1] + 1
+                sums = row_ce.new_zeros(n).index_add_(0, key, row_ce)
+                counts = n_pred.new_zeros(n).index_add_(0, key, n_pred)
+                return {v: sums[v] / counts[v].clamp_min(1) for v in values}
             out = {}
             for v in key.unique().tolist():
                 rows = key == v
                 out[int(v)] = row_ce[rows].sum() / n_pred[rows].sum().clamp_min(1)
             return out
 
-        per_task = split(batch.task)
-        per_mod = {MODALITIES[k]: v for k, v in split(batch.tgt_modality).items()}
+        per_task = split(batch.task, None if host is None else host.tasks)
+        mods = None if host is None else [m for m, r in enumerate(host.rows_per_modality) if r]
+        per_mod = {MODALITIES[k]: v for k, v in split(batch.tgt_modality, mods).items()}
         metrics: dict[str, torch.Tensor] = {"ce_loss": ce_loss.detach(), "tokens": n_total.detach()}
         if stats:
             metrics["moe/aux_loss"] = aux.detach()

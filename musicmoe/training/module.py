@@ -60,6 +60,8 @@ class TranslationModule(pl.LightningModule):
         self.optim_config = optim_config(config.get("optim", {}))
         self.max_steps = int(config.get("trainer", {}).get("max_steps", 1000))
         self.model = Translator(self.model_config, self.vocab)
+        if self.model_config.compile:  # parameter names and checkpoints stay those of the eager model
+            self.model.compile_forward()
 
     # ------------------------------------------------------------------------------------------- steps
     def forward(self, batch: Batch):  # type: ignore[override]
