@@ -8,8 +8,12 @@ attention keys/values computed once) and by re-running the whole decoder over th
 for audio targets the real-time factor (wall time / seconds of audio generated, 75 EnCodec frames per second
 of 24 kHz audio; < 1 is faster than real time).
 
+``--profile FILE``: ``torch.profiler`` over a short KV-cache decode (``--profile-len`` steps, first target): the
+top operations by device (CPU: self CPU) time, and on CUDA the share of the wall time the GPU spent in kernels (a
+low share means the step is bound by kernel launches, not by the GPU).
+
     python experiments/bench/decode.py --size small --device cpu [--full-max 1024]
-    python experiments/bench/decode.py --size paper --device cuda --json decode.json
+    python experiments/bench/decode.py --size paper --device cuda --json decode.json [--profile decode_profile.txt]
 """
 
 from __future__ import annotations
@@ -55,6 +59,35 @@ def timed(fn, device: torch.device):
     return out, time.perf_counter() - t0
 
 
+def profile_decode(model, tgt: str, b: int, s_len: int, length: int, amp, device: torch.device, path: str) -> str:
+    """Profile a KV-cache greedy decode of ``length`` steps; write the tables to ``path``; return a summary."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    src_m = SOURCES[tgt]
+    spec = VOCAB[src_m]
+    src = torch.full((b, s_len, VOCAB.max_codebooks), spec.pad_id, dtype=torch.long)
+    src[:, :, : spec.codebooks] = torch.randint(0, spec.vocab_size, (b, s_len, spec.codebooks))
+    src, mask = src.to(device), torch.ones(b, s_len, dtype=torch.bool, device=device)
+    run = lambda: model.generate(src, mask, src_m, tgt, max_len=length, min_len=length)  # noqa: E731
+    with amp():
+        run()
+        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+            _, wall = timed(run, device)
+    sort_key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort_key, row_limit=15, max_name_column_width=70)
+    summary = f"profile of a {length}-step KV-cache decode ({src_m}->{tgt}, batch {b}): {wall:.2f} s wall"
+    if cuda:
+        kernels = sum(e.device_time_total for e in prof.events()
+                      if e.device_type == torch.autograd.DeviceType.CUDA) / 1e6
+        launches = sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+        summary += (f" under the profiler, GPU busy {kernels:.2f} s ({kernels / wall:.0%}), {launches} kernels = "
+                    f"{launches / length:.0f} per step")
+    with open(path, "w") as f:
+        f.write(f"{summary}\n{table}\n")
+    return summary
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -71,6 +104,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 on CPU)")
     ap.add_argument("--json", default=None, help="write the result rows to this JSON file")
+    ap.add_argument("--profile", default=None, metavar="FILE", help="profile a short KV-cache decode into FILE")
+    ap.add_argument("--profile-len", type=int, default=64)
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -86,7 +121,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cfg = ModelConfig(**size["model"], dropout=0.0, codebook_mode=args.codebook_mode,
                       shared_across_modalities=not args.moe, max_src_len=s_len, max_tgt_len=max(lengths) + 8)
     torch.manual_seed(0)
-    model = Translator(cfg, VOCAB).to(device).eval()
+    with device:  # parameters initialised where they live (fast on a GPU)
+        model = Translator(cfg, VOCAB).eval()
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and not args.fp32 \
         else contextlib.nullcontext
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -150,9 +186,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"full re-decoding skipped above {args.full_max} tokens (--full-max; quadratic in the length)")
     print(f"tokens/s: generated tokens (frames for audio) of the whole batch of {b} per second; RTF: wall time / "
           f"seconds of audio generated for the batch ({FRAMES_PER_SECOND:.0f} frames/s)")
+    result = {"device": dev_name, "args": vars(args), "rows": rows}
+    if args.profile:
+        result["profile"] = profile_decode(model, targets[0], b, s_len, args.profile_len, amp, device, args.profile)
+        print(result["profile"])
     if args.json:
         with open(args.json + ".tmp", "w") as f:
-            json.dump({"device": dev_name, "args": vars(args), "rows": rows}, f, indent=1)
+            json.dump(result, f, indent=1)
         os.replace(args.json + ".tmp", args.json)
     if any(r.get("identical") is False for r in rows):
         raise SystemExit("KV-cache decoding differs from full re-decoding")

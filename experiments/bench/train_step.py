@@ -16,8 +16,17 @@ see ``batch * (src_len + tgt_len)`` tokens per step. FLOPs are counted with
 ``torch.utils.flop_counter.FlopCounterMode`` over forward + backward; MFU is relative to a matmul ceiling
 measured in the same run (bf16 8192^3 on CUDA, float32 1024^3 on CPU).
 
+``--only`` picks the models (dense, moe, topk, torch, bart); ``--compile [NAMES]`` compiles all or the named
+ones (the others stay eager in the same table). After the table (and the JSON), optionally:
+
+* ``--sync-check``: a few eager steps of each of our models under ``torch.cuda.set_sync_debug_mode("warn")``
+  (CUDA) and :class:`musicmoe.models.hostsync.HostSyncCounter` (any device); counts and places of host syncs;
+* ``--profile FILE``: ``torch.profiler`` over a few steps of each of our models: the top operations/kernels by
+  device (CPU: self CPU) time and the kernel time by kind (matmul, attention, elementwise, ...), into FILE.
+
     python experiments/bench/train_step.py --size small --device cpu
     python experiments/bench/train_step.py --size paper --device cuda [--compile] --json bench.json
+    python experiments/bench/train_step.py --size paper --device cuda --sync-check --profile profile.txt
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
 import argparse
+import collections
 import contextlib
 import json
 import math
@@ -57,6 +67,7 @@ SIZES = {
 VOCAB = VocabSpec.build(lmx_vocab_size=4092, midi_vocab_size=4092)
 BASELINE_VOCAB = 4096
 TASKS = [("image", "lmx"), ("audio", "midi"), ("image", "audio")]
+CASE_KEYS = ("dense", "moe", "topk", "torch", "bart")
 
 
 def sync(device: torch.device) -> None:
@@ -152,21 +163,23 @@ def bart_baseline(cfg: ModelConfig, max_len: int):
 class Case:
     """One model with its optimizer and training step, timed in rounds interleaved with the other cases."""
 
-    def __init__(self, name: str, model: nn.Module, loss_fn: Callable[[], torch.Tensor], device: torch.device,
-                 args: argparse.Namespace, active: int | None = None) -> None:
-        self.name, self.model, self.device = name, model.to(device).train(), device
+    def __init__(self, key: str, name: str, model: nn.Module, loss_fn: Callable[[], torch.Tensor],
+                 device: torch.device, args: argparse.Namespace, active: int | None = None) -> None:
+        self.key, self.name, self.model, self.device = key, name, model.to(device).train(), device
+        self.ours = key in ("dense", "moe", "topk")
         self.active = active or count_params(model)
         opt_kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
         self.opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, **opt_kw)
         self.amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and not args.fp32 \
             else contextlib.nullcontext
         self.loss_fn = loss_fn
-        self.fwd = torch.compile(loss_fn, dynamic=False) if args.compile else loss_fn
+        self.compiled = args.compile is not None and (args.compile == "all" or key in args.compile.split(","))
+        self.fwd = torch.compile(loss_fn, dynamic=False, backend=args.compile_backend) if self.compiled else loss_fn
         self.times: list[float] = []
 
-    def step(self) -> None:
+    def step(self, eager: bool = False) -> None:
         with self.amp():
-            loss = self.fwd()
+            loss = (self.loss_fn if eager else self.fwd)()
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -196,6 +209,88 @@ class Case:
         return (state + extra) / 2 ** 20
 
 
+def sync_check(case: Case, steps: int) -> dict:
+    """Host syncs in ``steps`` eager training steps: CUDA's sync debug mode (every synchronising CUDA call, the
+    backward pass and the optimizer included; CUDA only) and the Python-level :class:`HostSyncCounter` (forward
+    and backward, any device)."""
+    from musicmoe.models.hostsync import HostSyncCounter
+
+    cuda = case.device.type == "cuda"
+    case.step(eager=True)  # lazy initialisation (e.g. optimizer state) is not part of a steady step
+    sync(case.device)
+    counter = HostSyncCounter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if cuda:
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                with counter:  # forward and backward (the CPU optimizer reads its step counts: not ours to fix)
+                    with case.amp():
+                        loss = case.loss_fn()
+                    loss.backward()
+                case.opt.step()
+                case.opt.zero_grad(set_to_none=True)
+        finally:
+            if cuda:
+                torch.cuda.set_sync_debug_mode(0)
+    sync(case.device)
+    cuda_syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    places = collections.Counter(f"{Path(w.filename).name}:{w.lineno}" for w in cuda_syncs)
+    return {"steps": steps, "cuda_syncs": len(cuda_syncs) if cuda else None,
+            "cuda_places": [f"{n}x {where}" for where, n in places.most_common(8)],
+            "python_syncs": len(counter.events), "python_report": counter.report(8)}
+
+
+def kernel_kind(name: str) -> str:
+    n = name.lower()
+    for kind, marks in (("attention", ("flash", "fmha", "attention", "sdpa", "efficient_attention")),
+                        ("matmul", ("gemm", "cutlass", "cublas", "sm80_", "sm90_", "nvjet", "matmul", "wgmma")),
+                        ("optimizer", ("multi_tensor", "adam", "foreach")),
+                        ("norm/softmax/reduce", ("norm", "softmax", "reduce", "cross_entropy", "nll", "sum")),
+                        ("copy/cast/index", ("copy", "cast", "index", "gather", "scatter", "cat", "memcpy",
+                                             "memset", "fill", "embedding")),
+                        ("elementwise", ("elementwise", "vectorized", "unrolled", "gelu", "dropout", "mul", "add"))):
+        if any(m in n for m in marks):
+            return kind
+    return "other"
+
+
+def profile_cases(cases: list[Case], steps: int, path: str) -> list[str]:
+    """torch.profiler over ``steps`` eager-or-compiled steps of each case; tables into ``path``; summary lines."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = cases[0].device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    sort_key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    lines, text = [], []
+    for case in cases:
+        case.step()
+        sync(case.device)
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                case.step()
+            sync(case.device)
+        events = prof.key_averages()
+        text.append(f"=== {case.name}{' (compiled)' if case.compiled else ''}: {steps} training steps, top 15 by "
+                    f"{sort_key} ===")
+        text.append(events.table(sort_by=sort_key, row_limit=15, max_name_column_width=70))
+        if cuda:
+            kinds: collections.Counter = collections.Counter()
+            for evt in prof.events():
+                if evt.device_type == torch.autograd.DeviceType.CUDA:
+                    kinds[kernel_kind(evt.name)] += evt.device_time_total if hasattr(evt, "device_time_total") \
+                        else evt.cuda_time_total
+            total = sum(kinds.values()) or 1.0
+            split = ", ".join(f"{k} {v / total * 100:.0f}%" for k, v in kinds.most_common())
+            text.append(f"kernel time by kind ({total / 1e3 / steps:.1f} ms of kernels per step): {split}\n")
+            lines.append(f"{case.name}: {total / 1e3 / steps:.1f} ms kernels/step; {split}")
+    with open(path, "w") as f:
+        f.write("\n".join(text))
+    print(f"profile tables written to {path}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -209,15 +304,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--topk", default=None, metavar="E,K",
                     help="also run E experts per modality with top-K routing, experts d_ff*K/E wide")
     ap.add_argument("--codebook-mode", choices=["subdecoder", "delay"], default="subdecoder")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the loss computation of every model")
+    ap.add_argument("--only", default=None, metavar="NAMES",
+                    help=f"comma-separated subset of {','.join(CASE_KEYS)} (default: all; topk needs --topk)")
+    ap.add_argument("--compile", nargs="?", const="all", default=None, metavar="NAMES",
+                    help="torch.compile the loss computation of every model, or of the named ones (e.g. dense,moe)")
+    ap.add_argument("--compile-backend", default="inductor",
+                    help="torch.compile backend (aot_eager: a quick CPU check of the compiled path without codegen)")
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 on CPU: stable timings on a "
                     "shared machine)")
+    ap.add_argument("--sync-check", type=int, nargs="?", const=3, default=0, metavar="STEPS",
+                    help="count host-device syncs in STEPS (default 3) eager steps of each of our models")
+    ap.add_argument("--profile", default=None, metavar="FILE", help="profile a few steps of each of our models")
+    ap.add_argument("--profile-steps", type=int, default=3)
     ap.add_argument("--json", default=None, help="write the result rows to this JSON file")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda but CUDA is not available")
+    only = set(CASE_KEYS if args.only is None else args.only.split(","))
+    if only - set(CASE_KEYS):
+        ap.error(f"--only: unknown {sorted(only - set(CASE_KEYS))}; choose from {', '.join(CASE_KEYS)}")
+    if args.compile not in (None, "all") and set(args.compile.split(",")) - set(CASE_KEYS):
+        ap.error(f"--compile: unknown names in {args.compile!r}; choose from {', '.join(CASE_KEYS)}")
     cpu = device.type == "cpu"
     if cpu:
         torch.set_num_threads(args.threads or 1)
@@ -230,6 +339,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(0)
+    t_start = time.perf_counter()
 
     ceiling, ceiling_what = matmul_ceiling(device)
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -238,39 +348,57 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"({ceiling_what})")
     print(f"size {args.size}: batch {b}, src {s_len}, tgt {t_len} tokens/frames per row; tasks "
           f"{', '.join(f'{a}->{c}' for a, c in TASKS)}; {'fp32' if cpu or args.fp32 else 'bf16 autocast'}"
-          f"{', compiled' if args.compile else ''}", flush=True)
+          f"{f', compiled: {args.compile}' if args.compile else ''}", flush=True)
 
     batch = mixed_batch(b, s_len, t_len).to(device)
     base = dict(size["model"], dropout=0.1, codebook_mode=args.codebook_mode, max_src_len=s_len,
                 max_tgt_len=t_len, validate_inputs=False)
-    variants = [("ours dense", dict(shared_across_modalities=True)),
-                ("ours MoE (per-modality FFN)", dict(shared_across_modalities=False))]
+    variants = [("dense", "ours dense", dict(shared_across_modalities=True)),
+                ("moe", "ours MoE (per-modality FFN)", dict(shared_across_modalities=False))]
     if args.topk:
         e, k = (int(v) for v in args.topk.split(","))
-        variants.append((f"ours MoE top-{k} of {e}/modality",
+        variants.append(("topk", f"ours MoE top-{k} of {e}/modality",
                          dict(experts_per_modality=e, top_k=k, expert_d_ff=base["d_ff"] * k // e)))
     cases: list[Case] = []
-    for name, extra in variants:
-        model = Translator(ModelConfig(**base, **extra), VOCAB)
-        cases.append(Case(name, model, lambda m=model: m(batch).loss, device, args, active_params(model)))
+    for key, name, extra in variants:
+        if key not in only:
+            continue
+        with device:  # parameters initialised where they live (fast on a GPU)
+            model = Translator(ModelConfig(**base, **extra), VOCAB)
+        cases.append(Case(key, name, model, lambda m=model: m(batch).loss, device, args, active_params(model)))
     cfg = ModelConfig(**base)
     gen = torch.Generator().manual_seed(1)
     src = torch.randint(0, BASELINE_VOCAB, (b, s_len), generator=gen).to(device)
     tgt = torch.randint(0, BASELINE_VOCAB, (b, t_len), generator=gen).to(device)
-    torch_model = TorchTransformerBaseline(cfg, max(s_len, t_len))
-    cases.append(Case("torch.nn.Transformer", torch_model, lambda: torch_model(src, tgt), device, args))
-    bart, note = bart_baseline(cfg, max(s_len, t_len))
-    if bart is not None:
-        mask = torch.ones_like(src)
-        cases.append(Case("HF BART (sdpa)", bart, lambda: bart(input_ids=src, attention_mask=mask,
-                                                               decoder_input_ids=tgt[:, :-1], labels=tgt[:, 1:]).loss,
-                          device, args))
+    note = ""
+    if "torch" in only:
+        with device:
+            torch_model = TorchTransformerBaseline(cfg, max(s_len, t_len))
+        cases.append(Case("torch", "torch.nn.Transformer", torch_model, lambda: torch_model(src, tgt), device, args))
+    if "bart" in only:
+        try:
+            with device:
+                bart, note = bart_baseline(cfg, max(s_len, t_len))
+        except Exception as err:  # a baseline that fails to build must not cost the rest of the run
+            bart, note = None, f"building BART failed: {err.__class__.__name__}: {err}"
+        if bart is not None:
+            mask = torch.ones_like(src)
+            cases.append(Case("bart", "HF BART (sdpa)", bart,
+                              lambda: bart(input_ids=src, attention_mask=mask, decoder_input_ids=tgt[:, :-1].contiguous(),
+                                           labels=tgt[:, 1:].contiguous()).loss, device, args))
+    if not cases:
+        ap.error("--only selected no model")
+    print(f"models built in {time.perf_counter() - t_start:.1f} s", flush=True)
     flops, peaks = {}, {}
     for case in cases:
+        t0 = time.perf_counter()
         flops[case.name] = case.count_flops()
         for _ in range(args.warmup):
             case.step()
         peaks[case.name] = case.peak_mib()
+        sync(device)
+        print(f"  {case.name}: FLOP count, {args.warmup} warm-up steps{' (compiling)' if case.compiled else ''} in "
+              f"{time.perf_counter() - t0:.1f} s", flush=True)
     for r in range(args.rounds):  # interleaved rounds: a load change on a shared machine hits every model alike
         for case in cases:
             case.times.append(time_it(case.step, device, 0, args.steps))
@@ -280,33 +408,63 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for case in cases:
         sec = sorted(case.times)[len(case.times) // 2]
         f = flops[case.name]
-        rows.append({"name": case.name, "params": count_params(case.model), "active": case.active, "sec": sec,
+        rows.append({"key": case.key, "name": case.name, "compiled": case.compiled,
+                     "params": count_params(case.model), "active": case.active, "sec": sec,
                      "tokens_per_s": tokens / sec, "flops_per_step": f, "flops_per_s": f / sec,
                      "mfu": f / sec / ceiling, "peak_mib": peaks[case.name]})
 
-    ref = next(r for r in rows if r["name"] == "torch.nn.Transformer")
+    by_key = {r["key"]: r for r in rows}
+    refs = [by_key[k] for k in ("torch", "bart") if k in by_key]
     unit, scale = ("TFLOP", 1e12) if not cpu else ("GFLOP", 1e9)
-    header = (f"{'model':<30}{'params':>9}{'active':>9}{'ms/step':>9}{'tokens/s':>11}{unit + '/step':>12}"
-              f"{unit + '/s':>10}{'MFU':>7}{'peak MiB':>10}{'tok/s vs torch':>16}{'FLOP/s vs torch':>17}")
+    ratio_cols = "".join(f"{'tok/s vs ' + ('torch' if r['key'] == 'torch' else 'BART'):>17}" for r in refs)
+    header = (f"{'model':<32}{'params':>9}{'active':>9}{'ms/step':>9}{'tokens/s':>11}{unit + '/step':>12}"
+              f"{unit + '/s':>10}{'MFU':>7}{'peak MiB':>10}{ratio_cols}")
     print()
     print(header)
     print("-" * len(header))
     for r in rows:
         peak = "n/a" if math.isnan(r["peak_mib"]) else f"{r['peak_mib']:.0f}"
-        print(f"{r['name']:<30}{r['params'] / 1e6:>8.1f}M{r['active'] / 1e6:>8.1f}M{r['sec'] * 1e3:>9.1f}"
+        ratios = "".join(f"{r['tokens_per_s'] / ref['tokens_per_s']:>17.2f}" for ref in refs)
+        name = r["name"] + (" [compiled]" if r["compiled"] else "")
+        print(f"{name:<32}{r['params'] / 1e6:>8.1f}M{r['active'] / 1e6:>8.1f}M{r['sec'] * 1e3:>9.1f}"
               f"{r['tokens_per_s']:>11.0f}{r['flops_per_step'] / scale:>12.2f}{r['flops_per_s'] / scale:>10.2f}"
-              f"{r['mfu'] * 100:>6.1f}%{peak:>10}{r['tokens_per_s'] / ref['tokens_per_s']:>16.2f}"
-              f"{r['flops_per_s'] / ref['flops_per_s']:>17.2f}")
+              f"{r['mfu'] * 100:>6.1f}%{peak:>10}{ratios}")
     if note:
         print(f"HF BART: {note}")
+    if "dense" in by_key and "moe" in by_key:
+        print(f"MoE / dense tokens/s: {by_key['moe']['tokens_per_s'] / by_key['dense']['tokens_per_s']:.3f} "
+              f"(active params {by_key['moe']['active'] / 1e6:.1f}M / {by_key['dense']['active'] / 1e6:.1f}M)")
     print("ms/step: median of the timing rounds; peak MiB (CUDA): weights + optimizer state + peak extra memory of "
           "one step")
     print(f"MFU = counted FLOPs per second / measured ceiling ({ceiling / scale:.2f} {unit}/s); tokens = source + "
-          f"target tokens (frames) per step = {tokens}")
-    if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump({"device": dev_name, "ceiling_flops": ceiling, "args": vars(args), "rows": rows}, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+          f"target tokens (frames) per step = {tokens}", flush=True)
+    result = {"device": dev_name, "torch": torch.__version__, "ceiling_flops": ceiling, "args": vars(args),
+              "tokens_per_step": tokens, "rows": rows}
+
+    def write() -> None:
+        if args.json:
+            with open(args.json + ".tmp", "w") as f:
+                json.dump(result, f, indent=1)
+            os.replace(args.json + ".tmp", args.json)
+
+    write()
+    ours = [c for c in cases if c.ours]
+    if args.sync_check and ours:
+        result["sync_check"] = {}
+        print(f"\nhost-device syncs in {args.sync_check} eager training steps (after one untimed step):")
+        for case in ours:
+            res = sync_check(case, args.sync_check)
+            result["sync_check"][case.key] = res
+            cuda_part = "" if res["cuda_syncs"] is None else (
+                f"CUDA sync debug mode: {res['cuda_syncs']}" + (f" ({'; '.join(res['cuda_places'])})"
+                                                                if res["cuda_places"] else "") + "; ")
+            print(f"  {case.name}: {cuda_part}Python-level: {res['python_report']}", flush=True)
+        write()
+    if args.profile and ours:
+        result["profile"] = profile_cases(ours, args.profile_steps, args.profile)
+        for line in result["profile"]:
+            print(f"  {line}")
+        write()
     return rows
 
 

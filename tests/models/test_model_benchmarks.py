@@ -29,3 +29,31 @@ def test_decode_benchmark_cache_matches_full(tmp_path):
               "--src-len", "8", "--moe", "--json", str(tmp_path / "d.json"))
     lines = [ln for ln in out.splitlines() if ln.startswith(("image->lmx", "midi->audio"))]
     assert len(lines) == 4 and all(ln.rstrip().endswith("yes") for ln in lines)
+
+
+def test_train_step_benchmark_options_and_gpu_summary(tmp_path):
+    """--only/--compile NAMES/--sync-check/--profile (the GPU check's options), and its summary of the results."""
+    import json
+
+    out = run("train_step.py", "--size", "small", "--device", "cpu", "--steps", "1", "--rounds", "1", "--warmup", "0",
+              "--batch", "3", "--src-len", "12", "--tgt-len", "10", "--only", "dense,moe", "--compile", "moe",
+              "--compile-backend", "aot_eager", "--sync-check", "1", "--profile", str(tmp_path / "profile.txt"),
+              "--json", str(tmp_path / "train_eager.json"))
+    assert "torch.nn.Transformer" not in out and "ours MoE (per-modality FFN) [compiled]" in out
+    assert out.count("Python-level: 0 host syncs") == 2, out  # the planned step reads nothing back
+    assert "top 15 by self_cpu_time_total" in (tmp_path / "profile.txt").read_text()
+    result = json.loads((tmp_path / "train_eager.json").read_text())
+    assert {r["key"] for r in result["rows"]} == {"dense", "moe"} and set(result["sync_check"]) == {"dense", "moe"}
+
+    (tmp_path / "steps.tsv").write_text("env\t0\t3\t60\ntrain_eager\t0\t20\t210\ndecode\t124\t150\t150\n")
+    (tmp_path / "decode.log").write_text("line one\nKilled by timeout\n")
+    rows = [{"target": "lmx", "source": "image", "length": 1024, "batch": 8, "cache": 2.0, "full": 50.0,
+             "identical": True}]
+    (tmp_path / "decode.json").write_text(json.dumps({"device": "fake", "args": {}, "rows": rows}))
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench" / "gpu_summary.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "GPU CHECK SUMMARY" in text and "TIMEOUT" in text and "Killed by timeout" in text
+    assert "image->lmx 1024 25.0x -> MET" in text and "MoE / dense tokens/s" in text
+    assert "host syncs, moe, 1 steps" in text
