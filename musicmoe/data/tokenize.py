@@ -446,10 +446,6 @@ class _Tokenizer:
         if not sig_path.is_file():
             _write_json(sig_path, self.signature)
 
-        if self.tcfg.threads:
-            import torch
-
-            torch.set_num_threads(self.tcfg.threads)
         stats: Counter = Counter()
         started = time.perf_counter()
         chunk_counts = {s: self._run_split(s, stats) for s in self.tcfg.splits}
@@ -535,7 +531,10 @@ def tokenize(corpus: str | Path, out: str | Path | None = None, config: Any = No
     if not (corpus_dir / MANIFEST).is_file():
         raise TokenizeError(f"{corpus_dir} is not a corpus folder ({MANIFEST} missing; run `musicmoe data build`)")
     out_dir = Path(out or config.tokenize.out)
-    return _Tokenizer(corpus_dir, out_dir, config, image_codec, audio_codec, progress).run(overwrite)
+    from musicmoe.runtime import torch_threads
+
+    with torch_threads(config.tokenize.threads):  # restored afterwards: the caller's setting survives
+        return _Tokenizer(corpus_dir, out_dir, config, image_codec, audio_codec, progress).run(overwrite)
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 DEMO_SHRINK = [
     "corpus.include=[bach/bwv1.6.mxl,bach/bwv122.6.mxl,bach/bwv136.6.mxl]",  # train, test and valid pieces
     "image_codec.train.max_steps=4", "image_codec.train.val_every=2",
@@ -18,7 +20,9 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     from musicmoe.cli.demo import cfg_tasks, demo_config, run_demo
 
     out = tmp_path / "demo"
+    threads = torch.get_num_threads()
     result = run_demo(out, DEMO_SHRINK)
+    assert torch.get_num_threads() == threads  # the stages' thread settings (1 each) do not leak to the caller
     assert list(result["timings"]) == ["corpus", "image codec", "audio codec", "tokens", "model", "eval"]
     assert result["train"]["global_step"] == 8
     summary = json.loads((out / "demo_summary.json").read_text())

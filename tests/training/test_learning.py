@@ -1,7 +1,9 @@
 """Learning is real: a small model memorises real OMR systems (SER < 5 %) and every task's loss falls.
 
 Both train on real data: image codes of real engraved Bach chorale systems (made by a real, k-means-initialised
-image codec) and their real LMX / MIDI / audio codes.  The OMR run takes minutes on 2 cores, hence ``slow``; the multi-task one seconds.
+image codec) and their real LMX / MIDI / audio codes.  The OMR run takes minutes on 2 cores, hence ``slow``; the
+multi-task one seconds.  OMR trains 600 steps: at 400, with one CPU thread, one near-tied token made greedy
+decoding go astray (SER 22 % at a loss of 0.0025), so the margin now holds for 1 or 2 threads.
 """
 
 from __future__ import annotations
@@ -22,13 +24,13 @@ def test_omr_overfits_a_handful_of_real_systems(tiny_tokens, tiny_codecs, tmp_pa
         "data.tasks.lmx2midi=0", "data.max_items=3", "data.batch_size=3", "data.bucket_batches=1",
         "model.d_model=128", "model.n_heads=4", "model.enc_layers=2", "model.dec_layers=2", "model.d_ff=256",
         "model.dropout=0.0", "optim.lr=3e-3", "optim.warmup_steps=20", "optim.weight_decay=0.0",
-        "trainer.max_steps=400", "trainer.checkpoint_every_n_steps=1000", "trainer.log_every_n_steps=5",
-        "eval.every_n_steps=400", "eval.split=train", "eval.max_examples=3", "eval.loss_examples=3",
+        "trainer.max_steps=600", "trainer.checkpoint_every_n_steps=1000", "trainer.log_every_n_steps=5",
+        "eval.every_n_steps=600", "eval.split=train", "eval.max_examples=3", "eval.loss_examples=3",
         "eval.max_new_tokens=0", "eval.batch_size=3",
     ]
     train(load_config(None, over))
     last = json.loads((tmp_path / "omr" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["step"] == 400
+    assert last["step"] == 600
     assert last["omr/ser"] < 5.0, last  # greedy decoding reproduces the memorised systems
     first, final = loss_trends(tmp_path / "omr" / "tb" / "version_0")["omr"]
     assert final < 0.05 * first

@@ -247,6 +247,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def train_audio_codec(cfg: Any, resume: bool = False, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """See :func:`_train_audio_codec`; runs with ``audio_codec.train.threads`` torch threads, restored afterwards."""
+    from musicmoe.runtime import torch_threads
+
+    with torch_threads(cfg.audio_codec.train.threads):
+        return _train_audio_codec(cfg, resume, run_dir)
+
+
+def _train_audio_codec(cfg: Any, resume: bool = False, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Train the audio codec of ``cfg.audio_codec`` (root config) on the corpus's audio.
 
     Reads ``audio_codec.train.corpus`` (default ``corpus.out``); writes ``{run.out_dir}/{run.name}`` (or
@@ -272,8 +280,6 @@ def train_audio_codec(cfg: Any, resume: bool = False, run_dir: str | Path | None
         if ckpt_path else 0
     corpus_dir = Path(tcfg.corpus or cfg.corpus.out)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
-    if tcfg.threads:
-        torch.set_num_threads(tcfg.threads)
 
     segment = int(round(tcfg.segment_seconds * acfg.sample_rate))
     try:

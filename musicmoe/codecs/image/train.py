@@ -265,6 +265,14 @@ def _trainer(run_dir: Path, tcfg: Any, validate: bool) -> L.Trainer:
 
 
 def train_image_codec(cfg: Any, resume: bool = False, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """See :func:`_train_image_codec`; runs with ``image_codec.train.threads`` torch threads, restored afterwards."""
+    from musicmoe.runtime import torch_threads
+
+    with torch_threads(cfg.image_codec.train.threads):
+        return _train_image_codec(cfg, resume, run_dir)
+
+
+def _train_image_codec(cfg: Any, resume: bool = False, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Train the image codec described by ``cfg.image_codec`` (root :class:`~musicmoe.config.schema.Config`).
 
     Reads images from ``image_codec.train.corpus`` (default ``corpus.out``); writes the run folder described in
@@ -292,8 +300,6 @@ def train_image_codec(cfg: Any, resume: bool = False, run_dir: str | Path | None
         log.info("image codec: %d training systems, %d validation systems (%s) from %s",
                  len(train_idx), len(val_idx), val_source, corpus_dir)
         L.seed_everything(cfg.run.seed, workers=True, verbose=False)
-        if tcfg.threads:
-            torch.set_num_threads(tcfg.threads)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir)
 
