@@ -118,14 +118,18 @@ class HardRoutingPlan:
         return cls(None, list(rows_per_group), counts, token_mask)
 
 
+def index_counts(index: torch.Tensor, n: int, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """(n,) long: how often each value of ``index`` occurs (``weight``: a 0/1 mask, None = all); ``index_add_``
+    instead of ``bincount``, which reads its maximum back to the host on CUDA."""
+    w = torch.ones_like(index) if weight is None else weight.to(torch.long)
+    return torch.zeros(n, dtype=torch.long, device=index.device).index_add_(0, index, w)
+
+
 def routing_counts(modality: torch.Tensor, expert: torch.Tensor, weight: torch.Tensor | None,
                    n_experts: int) -> torch.Tensor:
-    """(n_modalities, n_experts) long: tokens (``weight``: a 0/1 mask, None = all) per (modality, expert);
-    computed with ``index_add_`` (``bincount`` reads its maximum back to the host on CUDA)."""
+    """(n_modalities, n_experts) long: tokens (``weight``: a 0/1 mask, None = all) per (modality, expert)."""
     n_mod = len(MODALITIES)
-    w = torch.ones_like(expert) if weight is None else weight.to(torch.long)
-    return torch.zeros(n_mod * n_experts, dtype=torch.long, device=expert.device).index_add_(
-        0, modality * n_experts + expert, w).view(n_mod, n_experts)
+    return index_counts(modality * n_experts + expert, n_mod * n_experts, weight).view(n_mod, n_experts)
 
 
 class GroupedMoE(nn.Module):
@@ -218,13 +222,12 @@ class GroupedMoE(nn.Module):
         shape = x.shape
         xf = x.reshape(-1, self.d_model)
         gf, mf = group.reshape(-1), modality.reshape(-1)
-        n_mod = len(MODALITIES)
         zero = xf.new_zeros((), dtype=torch.float32)
 
         if self.n_experts == 1:  # dense fast path: no gather/scatter at all
             y = self._expert(0, xf).to(x.dtype)
-            counts = routing_counts(mf, torch.zeros_like(mf), None if token_mask is None else token_mask.reshape(-1),
-                                    1)
+            mask = None if token_mask is None else token_mask.reshape(-1)
+            counts = index_counts(mf, len(MODALITIES), mask).view(-1, 1)
             n = counts.sum()
             return y.view(shape), MoEStats(counts, n * 0, n, zero, zero, 1, 1)
 
@@ -252,8 +255,7 @@ class GroupedMoE(nn.Module):
         gate = top_p if self.top_k == 1 else top_p / top_p.sum(-1, keepdim=True)
         expert = gs.view(n, 1) * e_per + top_i
         # load balancing per group: E * sum_e f_e P_e, averaged over the groups that have tokens
-        group_tokens = torch.zeros(self.n_groups, dtype=torch.long, device=x.device).index_add_(
-            0, gs, torch.ones_like(gs))
+        group_tokens = index_counts(gs, self.n_groups)
         n_g = group_tokens.float()
         f = torch.zeros(self.n_groups * e_per, device=x.device).index_add_(
             0, expert.reshape(-1), torch.ones(n * self.top_k, device=x.device)).view(self.n_groups, e_per)
@@ -271,11 +273,8 @@ class GroupedMoE(nn.Module):
         order = torch.argsort(a_exp * (k * n) + a_rank * n + a_tok)
         a_tok, a_exp = a_tok[order], a_exp[order]
         a_gate = gate.reshape(-1)[order]
-        per_expert = torch.zeros(self.n_experts, dtype=torch.long, device=x.device).index_add_(
-            0, a_exp, torch.ones_like(a_exp))
-        counts = torch.zeros(n_mod * self.n_experts, dtype=torch.long, device=x.device).index_add_(
-            0, ms.view(n, 1).expand(n, k).reshape(-1) * self.n_experts + expert.reshape(-1),
-            torch.ones(n * k, dtype=torch.long, device=x.device)).view(n_mod, self.n_experts)
+        per_expert = index_counts(a_exp, self.n_experts)
+        counts = routing_counts(ms.view(n, 1).expand(n, k).reshape(-1), expert.reshape(-1), None, self.n_experts)
 
         cf = self.capacity_factor if self.training else self.eval_capacity_factor
         if cf is not None:
