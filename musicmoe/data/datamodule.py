@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from musicmoe.data.mix import CorpusSource, merge_token_meta, split_stream, stream_id, stream_weights
+from musicmoe.data.mix import (CorpusSource, merge_token_meta, mixture_weights, split_stream, stream_id,
+                               stream_weights)
 from musicmoe.data.tasks import Task, get_task, task_weights
 from musicmoe.models.batch import collate
 
@@ -325,8 +326,7 @@ class TranslationDataModule(pl.LightningDataModule):
         """Stream id -> sampling weight at optimiser ``step`` (corpus share x task share)."""
         w = task_weights(self.data.tasks, self.data.curriculum, step)
         task_w = {get_task(n).id: v for n, v in w.items()}
-        corpus_w = [s.weight * s.factor(step) for s in self.sources]
-        return stream_weights(corpus_w, task_w, self._tasks_of)
+        return stream_weights(mixture_weights(self.sources, step), task_w, self._tasks_of)
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()

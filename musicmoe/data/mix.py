@@ -48,12 +48,10 @@ class CorpusSource:
             self.name = p.parent.name if p.name == "tokens" and p.parent.name else p.name
 
     def factor(self, step: int) -> float:
-        """0 before ``start_step``, then a linear ramp over ``ramp_steps`` steps to 1."""
-        if step < self.start_step:
-            return 0.0
-        if self.ramp_steps == 0:
-            return 1.0
-        return min(1.0, (step - self.start_step + 1) / self.ramp_steps)
+        """0 before ``start_step``, then a linear ramp over ``ramp_steps`` steps to 1 (the tasks' curriculum ramp)."""
+        from musicmoe.data.tasks import ramp
+
+        return ramp(step, self.start_step, self.start_step + max(self.ramp_steps, 1) - 1)
 
 
 def validate_sources(sources: Sequence[CorpusSource]) -> None:
