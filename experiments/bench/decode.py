@@ -59,16 +59,21 @@ def timed(fn, device: torch.device):
     return out, time.perf_counter() - t0
 
 
+def random_source(tgt: str, b: int, s_len: int, device: torch.device, gen: torch.Generator | None = None):
+    """``(source modality, tokens (b, s_len, Qmax), all-True mask)``: random ids of the source ``SOURCES[tgt]``."""
+    src_m = SOURCES[tgt]
+    spec = VOCAB[src_m]
+    src = torch.full((b, s_len, VOCAB.max_codebooks), spec.pad_id, dtype=torch.long)
+    src[:, :, : spec.codebooks] = torch.randint(0, spec.vocab_size, (b, s_len, spec.codebooks), generator=gen)
+    return src_m, src.to(device), torch.ones(b, s_len, dtype=torch.bool, device=device)
+
+
 def profile_decode(model, tgt: str, b: int, s_len: int, length: int, amp, device: torch.device, path: str) -> str:
     """Profile a KV-cache greedy decode of ``length`` steps; write the tables to ``path``; return a summary."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
-    src_m = SOURCES[tgt]
-    spec = VOCAB[src_m]
-    src = torch.full((b, s_len, VOCAB.max_codebooks), spec.pad_id, dtype=torch.long)
-    src[:, :, : spec.codebooks] = torch.randint(0, spec.vocab_size, (b, s_len, spec.codebooks))
-    src, mask = src.to(device), torch.ones(b, s_len, dtype=torch.bool, device=device)
+    src_m, src, mask = random_source(tgt, b, s_len, device)
     run = lambda: model.generate(src, mask, src_m, tgt, max_len=length, min_len=length)  # noqa: E731
     with amp():
         run()
@@ -134,12 +139,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     gen = torch.Generator().manual_seed(0)
     for tgt in targets:
-        src_m = SOURCES[tgt]
-        spec = VOCAB[src_m]
-        src = torch.full((b, s_len, VOCAB.max_codebooks), spec.pad_id, dtype=torch.long)
-        src[:, :, : spec.codebooks] = torch.randint(0, spec.vocab_size, (b, s_len, spec.codebooks), generator=gen)
-        src = src.to(device)
-        mask = torch.ones(b, s_len, dtype=torch.bool, device=device)
+        src_m, src, mask = random_source(tgt, b, s_len, device, gen)
         with amp():  # warm-up (allocator, kernels)
             model.generate(src, mask, src_m, tgt, max_len=4, min_len=4)
         for length in lengths:

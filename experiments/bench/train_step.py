@@ -383,9 +383,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             bart, note = None, f"building BART failed: {err.__class__.__name__}: {err}"
         if bart is not None:
             mask = torch.ones_like(src)
+            dec_in, labels = tgt[:, :-1].contiguous(), tgt[:, 1:].contiguous()  # HF views labels: contiguous only
             cases.append(Case("bart", "HF BART (sdpa)", bart,
-                              lambda: bart(input_ids=src, attention_mask=mask, decoder_input_ids=tgt[:, :-1].contiguous(),
-                                           labels=tgt[:, 1:].contiguous()).loss, device, args))
+                              lambda: bart(input_ids=src, attention_mask=mask, decoder_input_ids=dec_in,
+                                           labels=labels).loss, device, args))
     if not cases:
         ap.error("--only selected no model")
     print(f"models built in {time.perf_counter() - t_start:.1f} s", flush=True)

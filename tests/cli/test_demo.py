@@ -11,7 +11,8 @@ DEMO_SHRINK = [
     "corpus.include=[bach/bwv1.6.mxl,bach/bwv122.6.mxl,bach/bwv136.6.mxl]",  # train, test and valid pieces
     "image_codec.train.max_steps=4", "image_codec.train.val_every=2",
     "audio_codec.train.max_steps=4", "audio_codec.train.quantizer_warmup_steps=2", "audio_codec.train.val_every=2",
-    "trainer.max_steps=8", "trainer.checkpoint_every_n_steps=4", "trainer.log_every_n_steps=1", "eval.max_examples=1", "eval.max_new_tokens=8",
+    "trainer.max_steps=8", "trainer.checkpoint_every_n_steps=4", "trainer.log_every_n_steps=1",
+    "eval.max_examples=1", "eval.max_new_tokens=8",
     "eval.every_n_steps=0",
 ]
 
