@@ -15,14 +15,7 @@ from musicmoe.config import ConfigError, compose
 from musicmoe.data.shards import Corpus
 
 TINY = dict(n_filters=4, dimension=16, lstm=0, kmeans_iters=5)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # fastest on a busy 2-core machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from musicmoe.codecs.audio import AudioCodec
 from musicmoe.codecs.audio.train import AudioCodecTrainError, train_audio_codec
@@ -25,13 +24,6 @@ TINY = [
 
 def _cfg(tiny_corpus, tmp_path, *extra):
     return load_config(None, TINY + [f"corpus.out={tiny_corpus}", f"run.out_dir={tmp_path}", "run.name=ac", *extra])
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def test_training_lowers_reconstruction_error(tiny_corpus, tmp_path):

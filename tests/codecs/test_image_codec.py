@@ -9,26 +9,9 @@ import torch
 from musicmoe.codecs.image import CodecFileError, ImageCodec, ImageCodecConfig
 from musicmoe.codecs.image.codec import FORMAT, weights_hash
 from musicmoe.config import CONFIG_ROOT, ConfigError, compose, load_config
-from musicmoe.data.shards import Corpus
 
 TINY = dict(codebook_size=64, base_channels=8, max_channels=16, latent_dim=8, res_blocks=1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a busy 2-core machine this is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def system_images(tiny_corpus) -> list[np.ndarray]:
-    corpus = Corpus(tiny_corpus, modalities=("image",))
-    images = [ex.image for ex in corpus]
-    corpus.close()
-    return images
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
-import torch
 
 from musicmoe.cli.main import main
 from musicmoe.codecs.image import ImageCodec
@@ -47,13 +46,6 @@ def tiny_overrides(corpus: Path, out: Path, name: str, steps: int) -> list[str]:
         f"{c}train.loss=l2", f"{c}train.val_images={HELD}", f"{c}train.val_every=200", f"{c}train.log_every=50",
         f"{c}train.ckpt_every=100", f"{c}train.num_workers=0", f"{c}train.threads=1",
     ]
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:
