@@ -109,3 +109,25 @@ def test_data_group_is_open_to_other_commands():
     args = parser.parse_args(["data", "hello"])
     assert args.func(args) == 0
     assert {"build", "stats", "show"} <= set(group.choices)
+
+
+def test_programs_drawn_per_tune(tmp_path):
+    """A multi-tune ABC file gives one piece per tune; with `programs` each tune plays one program of the list."""
+    from musicmoe.data.build.align import PartInfo, piece_program, with_program
+
+    programs = [0, 40, 73]
+    assert piece_program("a-1", programs) == piece_program("a-1", programs) in programs
+    parts = [PartInfo("P1", "melody", 1, 52, False), PartInfo("P2", "drums", 1, 0, True)]
+    assert [p.program for p in with_program(parts, 40)] == [40, 0]
+    out = tmp_path / "folk"
+    assert main(["data", "build", "--include", "essenFolksong/testd.abc", "--out", str(out), "--workers", "1",
+                 "--quiet", "corpus.programs=[0,40,73]"]) == 0
+    records = Corpus(out).records
+    by_piece = {}
+    for r in records:
+        by_piece.setdefault(r["piece"], set()).add(tuple(r["programs"]))
+    assert len(by_piece) >= 5  # one piece per tune
+    assert all(len(v) == 1 and next(iter(v))[0] == piece_program(p, programs) for p, v in by_piece.items())
+    assert len({next(iter(v)) for v in by_piece.values()}) >= 2  # not one timbre for every tune
+    with pytest.raises(ConfigError, match="programs"):
+        compose(CorpusConfig, None, ["programs=[0,200]"])

@@ -9,6 +9,8 @@ timemap) are converted to seconds with the same MIDI tempo map, so a system's sp
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import re
 import xml.etree.ElementTree as ET
@@ -70,6 +72,17 @@ def part_programs(root: ET.Element, cfg: CorpusConfig) -> list[PartInfo]:
         out.append(PartInfo(pid, names[0] if names else pid, staves,
                             cfg.default_program if program is None else program, is_drum))
     return out
+
+
+def piece_program(piece_id: str, programs: list[int]) -> int:
+    """The GM program drawn for ``piece_id`` from ``programs`` (a stable hash: the same on every machine)."""
+    digest = hashlib.sha1(f"program:{piece_id}".encode()).digest()
+    return int(programs[int.from_bytes(digest[:4], "big") % len(programs)])
+
+
+def with_program(parts: list[PartInfo], program: int) -> list[PartInfo]:
+    """``parts`` with every pitched part playing ``program`` (drum parts keep theirs)."""
+    return [p if p.is_drum else dataclasses.replace(p, program=program) for p in parts]
 
 
 def _program_from_names(names: list[str]) -> int | None:

@@ -37,6 +37,9 @@ class CorpusConfig:
     soundfont: str = ""                # empty = TimGM6mb.sf2 shipped with pretty_midi
     default_program: int = 0           # GM program (0-based) of parts with no known instrument: piano
     vocal_program: int = 52            # GM program of vocal parts (or unknown parts with lyrics): choir aahs
+    # GM programs (0-based) to draw one from per piece (a hash of the piece id) for every pitched part, so that
+    # transcription hears several timbres; empty = the programs the score names (above)
+    programs: list[int] = field(default_factory=list)
     # content: splits
     split_fractions: list[float] = field(default_factory=lambda: [0.9, 0.05, 0.05])  # train/valid/test
 
@@ -62,6 +65,8 @@ class CorpusConfig:
         for name in ("default_program", "vocal_program"):
             if not 0 <= getattr(self, name) <= 127:
                 raise ValueError(f"corpus.{name} must be a General MIDI program in [0, 127]")
+        if any(not 0 <= int(p) <= 127 for p in self.programs):
+            raise ValueError(f"corpus.programs must be General MIDI programs in [0, 127], got {self.programs}")
         bad = [f for f in self.formats if not f.startswith(".")]
         if bad or not self.formats:
             raise ValueError(f"corpus.formats must be non-empty file extensions starting with '.', got {self.formats}")

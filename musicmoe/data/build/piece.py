@@ -10,7 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from musicmoe.data.build.align import cut, part_programs, piece_midi, qstamps_to_seconds, tempo_at
+from musicmoe.data.build.align import (cut, part_programs, piece_midi, piece_program, qstamps_to_seconds, tempo_at,
+                                       with_program)
 from musicmoe.data.build.config import CorpusConfig
 from musicmoe.data.build.engrave import EngraveError, engrave, render_system
 from musicmoe.data.build.sources import PieceSource, iter_scores
@@ -70,6 +71,8 @@ def score_examples(piece_id: str, xml_path: Path, composer: str, rel: str, cfg: 
     except EngraveError as err:
         raise PieceError(f"engraving failed: {err}") from None
     parts = part_programs(root, cfg)
+    if cfg.programs:
+        parts = with_program(parts, piece_program(piece_id, cfg.programs))
     try:
         pm = piece_midi(eng.midi, parts)
     except Exception as err:  # mido/pretty_midi raise many types on bad MIDI
