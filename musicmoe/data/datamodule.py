@@ -127,21 +127,24 @@ def open_tokens(tokdir: str, split: str):
     return TokenDataset(tokdir, split)
 
 
-def task_items(lengths: Sequence[Mapping[str, int]], tasks: Sequence[Task], max_src: int, max_tgt: int
+def task_items(lengths: Sequence[Mapping[str, int]], tasks: Sequence[Task], max_src: int, max_tgt: int,
+               src_lengths: Sequence[Mapping[str, int]] | None = None,
                ) -> tuple[dict[int, list[int]], dict[int, list[int]], dict[str, int]]:
     """Items usable by each task (both modalities present, within length limits), their costs, skip counts.
 
     ``max_src``/``max_tgt`` count the specials ``collate`` adds (EOS on the source, BOS+EOS on the target).
+    ``src_lengths``: per-item lengths when read as a source, where they differ (continuous features).
     """
+    src_lengths = src_lengths if src_lengths is not None else lengths
     items: dict[int, list[int]] = {}
     costs: dict[int, list[int]] = {}
     skipped: dict[str, int] = {}
     for task in tasks:
         ids, cost = [], []
-        for i, rec in enumerate(lengths):
-            if task.source not in rec or task.target not in rec:
+        for i, (rec, src_rec) in enumerate(zip(lengths, src_lengths)):
+            if task.source not in src_rec or task.target not in rec:
                 continue
-            s, t = rec[task.source], rec[task.target]
+            s, t = src_rec[task.source], rec[task.target]
             if s + 1 > max_src or t + 2 > max_tgt or t == 0:
                 skipped[task.name] = skipped.get(task.name, 0) + 1
                 continue
@@ -186,16 +189,27 @@ class OnlineImageSource:
         return flatten_codes(self._codec.encode(image))  # type: ignore[union-attr]
 
 
+def source_lengths(tokens: Any, features: Any) -> list[dict[str, int]]:
+    """``tokens.lengths()`` with the lengths of feature-read source modalities (from the corpus manifest)."""
+    from musicmoe.data.features import SourceView
+
+    return SourceView(tokens, features).lengths()
+
+
 class TranslationDataset(Dataset):
     """Map-style dataset indexed by ``(stream, item, draw_seed)``: one source/target pair for ``collate``.
 
-    ``tokens[c]`` is corpus ``c``'s token dataset; ``image_sources[c]`` (optional) its online image source."""
+    ``tokens[c]`` is corpus ``c``'s token dataset; ``image_sources[c]`` (optional) its online image source;
+    ``features[c]`` (optional) its continuous source features."""
 
     def __init__(self, tokens: Sequence[Any], image_sources: Sequence[OnlineImageSource | None] | None = None,
-                 names: Sequence[str] | None = None) -> None:
+                 names: Sequence[str] | None = None, features: Sequence[Any] | None = None) -> None:
         self.tokens = list(tokens)
         self.image_sources = list(image_sources or [None] * len(self.tokens))
         self.names = list(names or [""] * len(self.tokens))
+        from musicmoe.data.features import SourceView
+
+        self.views = [SourceView(t, f) for t, f in zip(self.tokens, features or [None] * len(self.tokens))]
 
     def __len__(self) -> int:
         return sum(len(t) for t in self.tokens)
@@ -204,13 +218,15 @@ class TranslationDataset(Dataset):
         stream, item, draw = index
         corpus, task_id = split_stream(stream)
         task = get_task(task_id)
-        rec = self.tokens[corpus][item]
-        src = rec[task.source]
+        view = self.views[corpus]
+        rec = view[item]
+        out = {**view.source(rec, task.source, task.target), "src_modality": task.source, "tgt": rec[task.target],
+               "tgt_modality": task.target, "task": task.id, "key": rec.get("key")}
         image_source = self.image_sources[corpus]
-        if task.source == "image" and image_source is not None:
-            src = image_source.codes(rec["key"], draw)
-        return {"src": src, "src_modality": task.source, "tgt": rec[task.target], "tgt_modality": task.target,
-                "task": task.id, "key": rec.get("key"), "corpus": self.names[corpus]}
+        if task.source == "image" and image_source is not None and "src" in out:
+            out["src"] = image_source.codes(rec["key"], draw)
+        out["corpus"] = self.names[corpus]
+        return out
 
 
 def _worker_init(_: int) -> None:
@@ -261,8 +277,10 @@ class TranslationDataModule(pl.LightningDataModule):
         costs: dict[int, list[int]] = {}
         self._tasks_of: list[list[int]] = []
         self.skipped = {}
+        self._features = [self._feature_source(tok) for tok in self._tokens]
         for c, (src, tok) in enumerate(zip(self.sources, self._tokens)):
-            its, cst, skipped = task_items(tok.lengths(), self.tasks, m.max_src_len, m.max_tgt_len)
+            its, cst, skipped = task_items(tok.lengths(), self.tasks, m.max_src_len, m.max_tgt_len,
+                                           source_lengths(tok, self._features[c]) if self._features[c] else None)
             if self.data.max_items:
                 its = {t: v[: self.data.max_items] for t, v in its.items()}
                 cst = {t: v[: self.data.max_items] for t, v in cst.items()}
@@ -294,6 +312,20 @@ class TranslationDataModule(pl.LightningDataModule):
                                   for s, ts in zip(self.sources, self._tasks_of)]}
         self.vocab = vocab
         return self._info
+
+    def _feature_source(self, tok: Any) -> Any:
+        """The :class:`~musicmoe.data.features.FeatureSource` of a token folder when the model reads some source
+        modality as continuous features (``model.image_input``/``audio_input``), else ``None``."""
+        from musicmoe.data.features import FeatureSource, FeatureSpec
+
+        spec = FeatureSpec.from_model(self.cfg.model)
+        if not spec.any or not any(spec.uses(t.source) for t in self.tasks):
+            return None
+        corpus = (self.data.corpus if not self.data.sources else "") or str(tok.meta.get("corpus", ""))
+        if not corpus or not Path(corpus).is_dir():
+            raise ValueError(f"model.image_input/audio_input read features from the corpus of {tok.dir}, but its "
+                             f"corpus folder {corpus!r} is missing (set data.corpus)")
+        return FeatureSource(corpus, spec)
 
     def _eval_meta(self) -> tuple[str, dict[str, Any]] | None:
         """``data.tokens`` (the folder evaluated on) joins the compatibility check of a mixed run when it exists."""
@@ -351,7 +383,8 @@ class TranslationDataModule(pl.LightningDataModule):
                      pad_to_multiple=self.data.pad_to_multiple)
         workers = self.data.num_workers
         return DataLoader(
-            TranslationDataset(self._tokens, self._image_sources(), [src.name for src in self.sources]),
+            TranslationDataset(self._tokens, self._image_sources(), [src.name for src in self.sources],
+                               self._features),
             batch_sampler=self.sampler, collate_fn=fn, num_workers=workers, persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init if workers > 0 else None,
         )

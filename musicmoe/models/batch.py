@@ -7,6 +7,11 @@
 * ``tgt_tokens`` (B, T, Q) long: target ids starting with a BOS frame and ending with an EOS frame;
   ``tgt_mask`` (B, T) bool (True = real, BOS and EOS included); ``tgt_modality`` (B,) long;
 * ``task`` (B,) long: a task id of the caller's choosing (only used to split the loss per task);
+* ``src_features`` (B, S, F) float or ``None``: continuous source features (pixel patches, log-mel frames,
+  see :mod:`musicmoe.data.features`) of rows whose source is read as features; at those positions
+  ``src_tokens`` hold the modality's PAD id (the appended EOS stays a token);
+* ``src_rows``/``tgt_rows`` (B,) long or ``None``: image code/patch grid height ``H'`` of image sources /
+  targets (0 for other rows), so the model knows each position's row and column;
 * ``info``: a :class:`BatchInfo` (host-side copies of the per-row lengths, modalities and task ids, filled by
   ``collate``) or ``None``. With it the model plans its step (rows per target modality, whether anything is
   padded) without reading the device tensors back, i.e. without a host-device sync; ``to``/``pin_memory``
@@ -19,7 +24,8 @@ the end of each row.
 
 ``collate(examples, vocab)`` turns per-example arrays into a ``Batch``: each example is a
 :class:`TranslationExample` or a mapping with keys ``src``, ``src_modality``, ``tgt``, ``tgt_modality`` and
-optionally ``task`` (default 0) and ``key`` (named in errors). ``src``/``tgt`` are integer arrays (numpy,
+optionally ``task`` (default 0), ``key`` (named in errors), ``src_features`` ((T, F) floats read instead of
+``src``, which may then be omitted), ``src_rows``/``tgt_rows`` (image grid heights, default 0). ``src``/``tgt`` are integer arrays (numpy,
 torch or lists) of content ids ``0..V-1`` (or SEP): shape (T,) for single-stream modalities, (Q, T) for
 multi-codebook ones. ``collate`` appends EOS to the source (so no source row is empty) and wraps the target
 as BOS + content + EOS.
@@ -48,10 +54,13 @@ class BatchInfo:
     src_modality: tuple[int, ...]
     tgt_modality: tuple[int, ...]
     task: tuple[int, ...]
+    src_rows: tuple[int, ...] = ()  # image grid heights (0: not an image / unknown); () when not recorded
+    tgt_rows: tuple[int, ...] = ()
 
     def select(self, rows: Sequence[int]) -> BatchInfo:
         """The info of the batch rows ``rows`` (in that order)."""
-        return BatchInfo(*(tuple(getattr(self, f.name)[i] for i in rows) for f in fields(self)))
+        return BatchInfo(*(tuple(getattr(self, f.name)[i] for i in rows) if getattr(self, f.name) else ()
+                           for f in fields(self)))
 
 
 @dataclass
@@ -66,10 +75,15 @@ class Batch:
     tgt_modality: torch.Tensor
     task: torch.Tensor
     info: BatchInfo | None = None
+    src_features: torch.Tensor | None = None
+    src_rows: torch.Tensor | None = None
+    tgt_rows: torch.Tensor | None = None
+
+    def _tensors(self) -> list[str]:
+        return [f.name for f in fields(self) if f.name != "info" and getattr(self, f.name) is not None]
 
     def _map(self, fn) -> Batch:
-        return Batch(**{f.name: fn(getattr(self, f.name)) for f in fields(self) if f.name != "info"},
-                     info=self.info)
+        return Batch(**{name: fn(getattr(self, name)) for name in self._tensors()}, info=self.info)
 
     def to(self, device: torch.device | str, non_blocking: bool | None = None) -> Batch:
         """The batch on ``device``. ``non_blocking`` None: asynchronous exactly when every tensor is in pinned
@@ -77,7 +91,7 @@ class Batch:
         copy does not make the host wait for the GPU."""
         if non_blocking is None:
             non_blocking = torch.device(device).type == "cuda" and all(
-                getattr(self, f.name).is_pinned() for f in fields(self) if f.name != "info")
+                getattr(self, name).is_pinned() for name in self._tensors())
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> Batch:
@@ -101,7 +115,8 @@ class Batch:
     def check(self, vocab: VocabSpec) -> None:
         """Raise ``ValueError`` on wrong shapes/dtypes or ids outside each row modality's vocabulary."""
         b = len(self)
-        if self.info is not None and any(len(getattr(self.info, f.name)) != b for f in fields(self.info)):
+        if self.info is not None and any(len(v) not in (0, b) if f.name.endswith("_rows") else len(v) != b
+                                         for f in fields(self.info) for v in [getattr(self.info, f.name)]):
             raise ValueError(f"Batch.info: describes {len(self.info.task)} rows, the batch has {b}")
         for name, ndim, dtype in (("src_tokens", 3, torch.long), ("tgt_tokens", 3, torch.long),
                                   ("src_mask", 2, torch.bool), ("tgt_mask", 2, torch.bool),
@@ -111,6 +126,14 @@ class Batch:
             if t.ndim != ndim or t.dtype != dtype or t.shape[0] != b:
                 raise ValueError(f"Batch.{name}: expected {ndim}-d {dtype} with {b} rows, got {tuple(t.shape)} "
                                  f"{t.dtype}")
+        if self.src_features is not None and (self.src_features.ndim != 3 or
+                                              tuple(self.src_features.shape[:2]) != tuple(self.src_tokens.shape[:2])):
+            raise ValueError(f"Batch.src_features: expected (B, S, F) matching src_tokens "
+                             f"{tuple(self.src_tokens.shape[:2])}, got {tuple(self.src_features.shape)}")
+        for name in ("src_rows", "tgt_rows"):
+            t = getattr(self, name)
+            if t is not None and (t.shape != (b,) or t.dtype != torch.long):
+                raise ValueError(f"Batch.{name}: expected ({b},) long, got {tuple(t.shape)} {t.dtype}")
         for side in ("src", "tgt"):
             tok, mask, mod = (getattr(self, f"{side}_{n}") for n in ("tokens", "mask", "modality"))
             if mask.shape != tok.shape[:2]:
@@ -210,6 +233,7 @@ def collate(
         raise ValueError(f"collate: max_tgt_len must be >= 2 (BOS + one token), got {max_tgt_len}")
     q_max = vocab.max_codebooks
     rows: list[tuple[np.ndarray, ModalitySpec, np.ndarray, ModalitySpec, int]] = []
+    extras: list[tuple[np.ndarray | None, int, int]] = []
     for i, ex in enumerate(examples):
         key = _field(ex, "key", None)
         where = f"collate example {i}" + (f" ({key})" if key is not None else "")
@@ -218,11 +242,20 @@ def collate(
             t_spec = vocab[_field(ex, "tgt_modality")]
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
-        src = _as_codes(_field(ex, "src"), s_spec, f"{where} src")
+        feats = _field(ex, "src_features", None)
+        if feats is not None:
+            feats = np.asarray(feats)
+            if feats.ndim != 2:
+                raise ValueError(f"{where} src_features: need shape (T, F), got {feats.shape}")
+            src = np.full((s_spec.codebooks, feats.shape[0]), s_spec.pad_id, dtype=np.int64)
+        else:
+            src = _as_codes(_field(ex, "src"), s_spec, f"{where} src")
         tgt = _as_codes(_field(ex, "tgt"), t_spec, f"{where} tgt")
         s_col = lambda v, q: np.full((q, 1), v, dtype=np.int64)  # noqa: E731
         if max_src_len is not None:
             src = src[:, : max_src_len - 1]
+        if feats is not None:
+            feats = feats[: src.shape[1]]
         src = np.concatenate([src, s_col(s_spec.eos_id, s_spec.codebooks)], axis=1)
         body = tgt
         eos = True
@@ -231,6 +264,7 @@ def collate(
         parts = [s_col(t_spec.bos_id, t_spec.codebooks), body] + ([s_col(t_spec.eos_id, t_spec.codebooks)]
                                                                    if eos else [])
         rows.append((src, s_spec, np.concatenate(parts, axis=1), t_spec, int(_field(ex, "task", 0))))
+        extras.append((feats, int(_field(ex, "src_rows", 0) or 0), int(_field(ex, "tgt_rows", 0) or 0)))
 
     b = len(rows)
     s_len = _round_up(max(r[0].shape[1] for r in rows), pad_to_multiple)
@@ -246,6 +280,16 @@ def collate(
         tgt_tokens[i] = t_spec.pad_id
         tgt_tokens[i, : tgt.shape[1], : t_spec.codebooks] = tgt.T
         tgt_mask[i, : tgt.shape[1]] = True
+    features = None
+    widths = {e[0].shape[1] for e in extras if e[0] is not None}
+    if widths:
+        features = np.zeros((b, s_len, max(widths)), dtype=np.float32)
+        for i, (f, _, _) in enumerate(extras):
+            if f is not None:
+                # uint8 pixel ink -> [0, 1]; float features (log-mel) as they are
+                features[i, : f.shape[0], : f.shape[1]] = f / 255.0 if f.dtype == np.uint8 else f
+    src_rows = tuple(e[1] for e in extras)
+    tgt_rows = tuple(e[2] for e in extras)
     return Batch(
         src_tokens=torch.from_numpy(src_tokens),
         src_mask=torch.from_numpy(src_mask),
@@ -257,6 +301,9 @@ def collate(
         info=BatchInfo(src_lengths=tuple(r[0].shape[1] for r in rows),
                        tgt_lengths=tuple(r[2].shape[1] for r in rows),
                        src_modality=tuple(r[1].index for r in rows), tgt_modality=tuple(r[3].index for r in rows),
-                       task=tuple(r[4] for r in rows)),
+                       task=tuple(r[4] for r in rows), src_rows=src_rows, tgt_rows=tgt_rows),
+        src_features=None if features is None else torch.from_numpy(features),
+        src_rows=torch.tensor(src_rows, dtype=torch.long),
+        tgt_rows=torch.tensor(tgt_rows, dtype=torch.long),
     )
 

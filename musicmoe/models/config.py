@@ -47,6 +47,19 @@ class ModelConfig:
     max_src_len: int = 1024  # tokens (frames for multi-codebook modalities), specials included
     max_tgt_len: int = 1024
     max_len_per_modality: dict[str, int] = field(default_factory=dict)  # overrides both limits per modality
+    # encoder inputs: VQ codes, or continuous features for image/audio sources (musicmoe.data.features)
+    image_input: str = "codes"  # "codes" (image codec) or "pixels" (16 px patches read by a small conv stem)
+    audio_input: str = "codes"  # "codes" (audio codec) or "mel" (log-mel frames read by a small conv stem)
+    patch: int = 16  # pixel patch size = the image codec's patch (one encoder position per grid cell)
+    mel_bins: int = 128
+    mel_hop: int = 480  # samples at feature_sample_rate between mel frames (480 at 24 kHz = 20 ms)
+    mel_stack: int = 2  # consecutive mel frames per encoder position (2 x 20 ms = 40 ms)
+    feature_sample_rate: int = 24000
+    stem_channels: list[int] = field(default_factory=lambda: [32, 64, 96])  # pixel stem: stride-2 conv widths
+    # 2-D positions of image sources and targets: learned row + column embeddings of the code/patch grid
+    grid_positions: bool = True
+    max_grid_rows: int = 32
+    max_grid_cols: int = 512
     # decoder feed-forward: mixture of experts grouped by target modality
     experts_per_modality: int = 1
     top_k: int = 0  # 0 = hard routing by target modality only (needs experts_per_modality == 1)
@@ -65,6 +78,7 @@ class ModelConfig:
     # embeddings, heads, init, loss
     tie_embeddings: bool = False  # output heads share the decoder input embedding tables
     init_std: float = 0.02
+    init_from_codecs: bool = True  # a fresh run starts image/audio code embeddings from the codecs' codebooks
     label_smoothing: float = 0.0
     validate_inputs: bool = True  # check token ids against the vocabulary in forward (one host sync)
     # training only, not architecture: torch.compile the teacher-forced pass (Translator.compile_forward; state-dict
@@ -93,6 +107,22 @@ class ModelConfig:
             err("activation", f"must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.codebook_mode not in CODEBOOK_MODES:
             err("codebook_mode", f"must be one of {CODEBOOK_MODES}, got {self.codebook_mode!r}")
+        if self.image_input not in ("codes", "pixels"):
+            err("image_input", f"must be 'codes' or 'pixels', got {self.image_input!r}")
+        if self.audio_input not in ("codes", "mel"):
+            err("audio_input", f"must be 'codes' or 'mel', got {self.audio_input!r}")
+        for key in ("patch", "mel_bins", "mel_hop", "mel_stack", "feature_sample_rate", "max_grid_rows",
+                    "max_grid_cols"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                err(key, f"must be a positive integer, got {value!r}")
+        self.stem_channels = [int(c) for c in self.stem_channels]
+        if any(c < 1 for c in self.stem_channels):
+            err("stem_channels", f"must be positive channel counts, got {self.stem_channels}")
+        if self.image_input == "pixels" and self.patch != 2 ** (len(self.stem_channels) + 1):
+            err("stem_channels", f"the pixel stem halves the image {len(self.stem_channels) + 1} times "
+                f"(one stride-2 conv per entry, plus the projection), so it needs patch = "
+                f"{2 ** (len(self.stem_channels) + 1)}, got patch={self.patch}")
         for key in ("dropout", "attn_dropout", "label_smoothing"):
             value = getattr(self, key)
             if not 0.0 <= value < 1.0:
@@ -128,6 +158,16 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def feature_dims(self) -> dict[str, int]:
+        """Feature width per continuous source modality (empty when every source is read as codes)."""
+        out = {}
+        if self.image_input == "pixels":
+            out["image"] = self.patch * self.patch
+        if self.audio_input == "mel":
+            out["audio"] = self.mel_bins * self.mel_stack
+        return out
 
     @property
     def n_groups(self) -> int:

@@ -251,12 +251,13 @@ def _as_modality_tensor(value, b: int, device, what: str) -> torch.Tensor:
 
 def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, m: int, max_len: int,
                  strategy: str, beam_size: int, pick: Picker, use_cache: bool, min_len: int,
-                 length_penalty: float) -> list[torch.Tensor]:
+                 length_penalty: float, tgt_rows: torch.Tensor | None = None) -> list[torch.Tensor]:
     n = memory.shape[0]
     k = beam_size if strategy == "beam" else 1
     if k > 1:
         memory = memory.repeat_interleave(k, 0)
         mem_mask = mem_mask.repeat_interleave(k, 0)
+        tgt_rows = tgt_rows.repeat_interleave(k, 0) if tgt_rows is not None else None
     rows = n * k
     dev = memory.device
     stepper = _stepper_class(model, model.vocab[m])(model, m, rows, max_len, min_len, dev)
@@ -264,7 +265,7 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
         model.positions.check(m, stepper.total_steps + 1)
     tgt_mod = torch.full((rows,), m, dtype=torch.long, device=dev)
     seq = stepper.bos_frame()[:, None, :]
-    cache = model_cache(model, memory, mem_mask, stepper.total_steps + 1) if use_cache else None
+    cache = model_cache(model, memory, mem_mask, stepper.total_steps + 1, tgt_rows) if use_cache else None
     scores = torch.zeros(n, k, device=dev)
     scores[:, 1:] = NEG_INF  # all beams start identical: expand only the first
     scores = scores.reshape(-1)
@@ -273,7 +274,7 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
         if cache is not None:
             h = model.decode(seq[:, -1:], tgt_mod, cache=cache)[0][:, -1]
         else:
-            h = model.decode(seq, tgt_mod, memory=memory, memory_mask=mem_mask)[0][:, -1]
+            h = model.decode(seq, tgt_mod, memory=memory, memory_mask=mem_mask, tgt_rows=tgt_rows)[0][:, -1]
         logits0 = stepper.first_logits(h, step)
         if k > 1:
             v = logits0.shape[1]
@@ -302,10 +303,11 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
     return stepper.results(seq, best)
 
 
-def model_cache(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, max_len: int):
+def model_cache(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, max_len: int,
+                tgt_rows: torch.Tensor | None = None):
     from musicmoe.models.translator import DecoderCache
 
-    return DecoderCache(model, memory, mem_mask, max_len)
+    return DecoderCache(model, memory, mem_mask, max_len, tgt_rows)
 
 
 def generate(
@@ -324,6 +326,9 @@ def generate(
     min_len: int = 0,
     length_penalty: float = 1.0,
     generator: torch.Generator | None = None,
+    src_features: torch.Tensor | None = None,
+    src_rows: torch.Tensor | None = None,
+    tgt_rows: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """Decode every row of a padded source batch (``src_tokens`` (B, S, Qmax), ``src_mask`` (B, S)).
 
@@ -332,7 +337,8 @@ def generate(
     single-stream targets, (Q, T) codes for multi-codebook targets, ``T <= max_len`` (EOS ends early;
     ``min_len`` forbids EOS before that many tokens/frames). ``strategy``: ``greedy``, ``top_p`` (nucleus
     sampling with ``temperature``, reproducible with ``generator``) or ``beam`` (``beam_size``,
-    ``length_penalty``). Runs in eval mode (restored afterwards) without gradients.
+    ``length_penalty``). ``src_features``/``src_rows``: continuous source inputs and image grid heights (as in
+    :class:`~musicmoe.models.batch.Batch`); ``tgt_rows`` (B,): grid heights of image targets to generate. Runs in eval mode (restored afterwards) without gradients.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"generate: strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -363,12 +369,14 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        memory, mem_mask = model.encode(src_tokens, src_mask.bool(), src_mod, tgt_mod)
+        memory, mem_mask = model.encode(src_tokens, src_mask.bool(), src_mod, tgt_mod, src_features=src_features,
+                                        src_rows=None if src_rows is None else src_rows.to(dev).long())
         results: list[torch.Tensor | None] = [None] * b
         for m in tgt_mod.unique().tolist():
             rows = (tgt_mod == m).nonzero().squeeze(1)
+            part_rows = None if tgt_rows is None else tgt_rows.to(dev).long().index_select(0, rows)
             outs = _decode_part(model, memory.index_select(0, rows), mem_mask.index_select(0, rows), int(m),
-                                max_len, strategy, beam_size, pick, use_cache, min_len, length_penalty)
+                                max_len, strategy, beam_size, pick, use_cache, min_len, length_penalty, part_rows)
             for r, o in zip(rows.tolist(), outs):
                 results[r] = o
     finally:

@@ -11,8 +11,9 @@ API (stable; the training module builds on it)::
 
 Source side: token embeddings of the row's source modality (sum over codebooks) + a target-modality
 embedding (the task token) + positions (rotary in self-attention, or a learned table per modality).
-Target side: BOS frame first; loss = cross-entropy summed over a frame's codebooks, averaged over all
-predicted target tokens/frames of the batch (PAD ignored), + ``aux_loss_weight * aux + z_loss_weight * z``
+Target side: BOS frame first; loss = cross-entropy averaged over a frame's codebooks ("nats per code"), averaged
+over all predicted target tokens/frames of the batch (PAD ignored; the training module can instead weight each
+task's mean explicitly, ``optim.loss_norm``), + ``aux_loss_weight * aux + z_loss_weight * z``
 (router losses averaged over MoE layers, only with ``top_k >= 1``). Every parameter takes part in the loss of
 every batch (heads of absent target modalities with weight 0), so DDP needs no ``find_unused_parameters``.
 
@@ -36,10 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from musicmoe.models.attention import KVCache, MultiHeadAttention, rotary_tables
-from musicmoe.models.batch import Batch
+from musicmoe.models.batch import Batch, BatchInfo
 from musicmoe.models.codebooks import DepthDecoder, apply_delay
 from musicmoe.models.config import ModelConfig
 from musicmoe.models.embedding import LearnedPositions, TokenEmbedding
+from musicmoe.models.inputs import GridPositions, MelStem, PixelStem
 from musicmoe.models.layers import DecoderLayer, SelfAttentionBlock
 from musicmoe.models.moe import FeedForward, GroupedMoE, HardRoutingPlan, MoEStats
 from musicmoe.models.vocab import MODALITIES, VocabSpec, modality_index
@@ -86,10 +88,12 @@ class OutputHead(nn.Module):
 class DecoderCache:
     """Per-layer self-attention KV caches plus cross-attention keys/values computed once per source."""
 
-    def __init__(self, model: Translator, memory: torch.Tensor, memory_mask: torch.Tensor, max_len: int) -> None:
+    def __init__(self, model: Translator, memory: torch.Tensor, memory_mask: torch.Tensor, max_len: int,
+                 tgt_rows: torch.Tensor | None = None) -> None:
         self.self_attn = [KVCache(max_len) for _ in model.decoder]
         self.cross = [layer.cross_attn.project_kv(memory) for layer in model.decoder]
         self.memory_mask = attention_mask(memory_mask)
+        self.tgt_rows = tgt_rows  # image target grid heights (rows stay within their example when reordered)
 
     @property
     def length(self) -> int:
@@ -147,6 +151,13 @@ class Translator(nn.Module):
             self.positions: LearnedPositions | None = LearnedPositions(lens, d)
         else:
             self.positions = None
+        self.stems = nn.ModuleDict()  # continuous source inputs (see musicmoe.models.inputs)
+        dims = cfg.feature_dims
+        if "image" in dims:
+            self.stems["image"] = PixelStem(cfg.stem_channels, d, cfg.patch)
+        if "audio" in dims:
+            self.stems["audio"] = MelStem(dims["audio"], d)
+        self.grid = GridPositions(cfg.max_grid_rows, cfg.max_grid_cols, d) if cfg.grid_positions else None
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = nn.ModuleList(
             SelfAttentionBlock(d, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.attn_dropout, cfg.activation, cfg.bias,
@@ -234,10 +245,13 @@ class Translator(nn.Module):
         return rotary_tables(positions, self.config.head_dim, self.config.rope_base)
 
     def encode(self, src_tokens: torch.Tensor, src_mask: torch.Tensor, src_modality: torch.Tensor,
-               tgt_modality: torch.Tensor, host: HostPlan | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               tgt_modality: torch.Tensor, host: HostPlan | None = None, src_features: torch.Tensor | None = None,
+               src_rows: torch.Tensor | None = None, info: BatchInfo | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder output (B, S, d) and the key mask actually used (rows without tokens keep position 0).
 
-        ``host``: the pass's :class:`HostPlan` (padding known without a device read-back).
+        ``host``: the pass's :class:`HostPlan` (padding known without a device read-back). ``src_features``,
+        ``src_rows``: continuous inputs and image grid heights (see :class:`~musicmoe.models.batch.Batch`);
+        ``info``: the batch's host-side facts (lengths and grid heights without a read-back).
         """
         if src_tokens.shape[1] == 0:  # no source at all: one masked PAD position per row
             pad = self._pad[src_modality][:, None, None].expand(-1, 1, src_tokens.shape[2])
@@ -247,7 +261,13 @@ class Translator(nn.Module):
         mask[:, 0] |= ~src_mask.any(dim=1)  # an all-masked row would make SDPA return NaN
         s = src_tokens.shape[1]
         positions = torch.arange(s, device=src_tokens.device)
-        x = self.embed(src_tokens, src_modality) + self.target_modality_emb(tgt_modality)[:, None, :]
+        task_emb = self.target_modality_emb(tgt_modality)[:, None, :]
+        x = self.embed(src_tokens, src_modality) + task_emb
+        if len(self.stems):
+            x = self._embed_features(x, task_emb, src_tokens, src_mask, src_modality, src_features, src_rows, info)
+        if self.grid is not None and src_rows is not None and src_rows.shape[0] == x.shape[0]:
+            image = modality_index("image")
+            x = x + self.grid(torch.where(src_modality == image, src_rows, 0), positions)
         if self.positions is not None:
             if host is None:  # (with a plan, checked when the plan was made)
                 self.positions.check_lengths(src_modality, mask.sum(1))
@@ -259,6 +279,38 @@ class Translator(nn.Module):
             x = layer(x, attn_mask=attn, rope=rope)
         return self.enc_norm(x), mask
 
+    def _embed_features(self, x: torch.Tensor, task_emb: torch.Tensor, src_tokens: torch.Tensor,
+                        src_mask: torch.Tensor, src_modality: torch.Tensor, src_features: torch.Tensor | None,
+                        src_rows: torch.Tensor | None, info: BatchInfo | None) -> torch.Tensor:
+        """``x`` with the positions of feature-read sources replaced by their stem's output (+ the task embedding).
+
+        Rows of a feature modality hold PAD ids where their features are (see ``collate``). Stems that no row
+        uses still join the graph with weight 0 (DDP needs no ``find_unused_parameters``)."""
+        b = x.shape[0]
+        if info is not None and info.src_rows and len(info.src_modality) == b:
+            mods, lens, rows = list(info.src_modality), list(info.src_lengths), list(info.src_rows)
+        else:  # host read-back
+            mods, lens = src_modality.tolist(), src_mask.sum(1).tolist()
+            rows = src_rows.tolist() if src_rows is not None else [0] * b
+        for name, stem in self.stems.items():
+            m = modality_index(name)
+            idx = [i for i, mm in enumerate(mods) if mm == m] if src_features is not None else []
+            if not idx:
+                if torch.is_grad_enabled():
+                    x = x + 0.0 * sum(p.sum() for p in stem.parameters())
+                continue
+            dim = self.config.feature_dims[name]
+            if src_features.shape[2] < dim:
+                raise ValueError(f"encode: {name} features need width {dim}, the batch has {src_features.shape[2]}")
+            index = torch.tensor(idx, device=x.device)
+            feats = src_features.index_select(0, index)[..., :dim].to(x.dtype)
+            emb = stem(feats, [rows[i] for i in idx], [lens[i] - 1 for i in idx]) if name == "image" else stem(feats)
+            sub = x.index_select(0, index)
+            is_feat = (src_tokens.index_select(0, index)[..., 0] == self.vocab[m].pad_id) & src_mask.index_select(0, index)
+            new = torch.where(is_feat[..., None], emb.to(x.dtype) + task_emb.index_select(0, index), sub)
+            x = x.index_copy(0, index, new)
+        return x
+
     def decode(
         self,
         tokens: torch.Tensor,
@@ -269,6 +321,7 @@ class Translator(nn.Module):
         token_mask: torch.Tensor | None = None,
         cache: DecoderCache | None = None,
         host: HostPlan | None = None,
+        tgt_rows: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[MoEStats]]:
         """Decoder hidden states (B, L, d) for input frames ``tokens`` (B, L, Qmax).
 
@@ -284,6 +337,10 @@ class Translator(nn.Module):
         start = cache.length if cache is not None else 0
         positions = torch.arange(start, start + length, device=tokens.device)
         x = self.embed(tokens, tgt_modality)
+        if tgt_rows is None and cache is not None:
+            tgt_rows = cache.tgt_rows
+        if self.grid is not None and tgt_rows is not None:  # code j of an image target sits at position j + 1
+            x = x + self.grid(torch.where(tgt_modality == modality_index("image"), tgt_rows, 0), positions - 1)
         if self.positions is not None:
             if host is None and token_mask is not None:  # (with a plan, checked when the plan was made)
                 self.positions.check_lengths(tgt_modality, token_mask.sum(1))
@@ -430,10 +487,11 @@ class Translator(nn.Module):
     def _forward(self, batch: Batch, host: HostPlan | None, return_logits: bool) -> ModelOutput:
         cfg = self.config
         memory, mem_mask = self.encode(batch.src_tokens, batch.src_mask, batch.src_modality, batch.tgt_modality,
-                                       host=host)
+                                       host=host, src_features=batch.src_features, src_rows=batch.src_rows,
+                                       info=batch.info)
         dec_in, in_mask, targets, valid = self._teacher_forcing(batch, None if host is None else host.multi_target)
         hidden, stats = self.decode(dec_in, batch.tgt_modality, memory=memory, memory_mask=mem_mask,
-                                    token_mask=in_mask, host=host)
+                                    token_mask=in_mask, host=host, tgt_rows=batch.tgt_rows)
         b, length, d = hidden.shape
         q_max = targets.shape[2]
         n_pred = (batch.tgt_mask.sum(1) - 1).clamp_min(0)
@@ -449,7 +507,7 @@ class Translator(nn.Module):
                 logits = self.head_logits(m, hidden[r0:r1].reshape(-1, d), codes)
                 ce = F.cross_entropy(logits.float().reshape(-1, spec.table_size), codes.reshape(-1),
                                      reduction="none", label_smoothing=cfg.label_smoothing)
-                parts.append((ce.view(r1 - r0, length, cb) * valid[r0:r1, :, :cb]).sum((1, 2)))
+                parts.append((ce.view(r1 - r0, length, cb) * valid[r0:r1, :, :cb]).sum((1, 2)) / cb)
                 r0 = r1
             row_ce = torch.cat(parts) if len(parts) > 1 else parts[0]
         else:
@@ -466,7 +524,7 @@ class Translator(nn.Module):
                 logits = self.head_logits(m, flat_h.index_select(0, sel), codes)
                 ce = F.cross_entropy(logits.float().reshape(-1, spec.table_size), codes.reshape(-1),
                                      reduction="none", label_smoothing=cfg.label_smoothing).view(codes.shape)
-                row_ce.index_add_(0, torch.div(sel, length, rounding_mode="floor"), (ce * ok).sum(1))
+                row_ce.index_add_(0, torch.div(sel, length, rounding_mode="floor"), (ce * ok).sum(1) / spec.codebooks)
                 if return_logits:
                     logits_out[spec.name] = logits
         n_total = n_pred.sum().clamp_min(1)
@@ -531,10 +589,14 @@ class Translator(nn.Module):
         min_len: int = 0,
         length_penalty: float = 1.0,
         generator: torch.Generator | None = None,
+        src_features: torch.Tensor | None = None,
+        src_rows: torch.Tensor | None = None,
+        tgt_rows: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Translate a padded source batch; see :func:`musicmoe.models.generation.generate`."""
         from musicmoe.models.generation import generate
 
         return generate(self, src_tokens, src_mask, src_modality, tgt_modality, max_len, strategy=strategy,
                         beam_size=beam_size, top_p=top_p, temperature=temperature, use_cache=use_cache,
-                        min_len=min_len, length_penalty=length_penalty, generator=generator)
+                        min_len=min_len, length_penalty=length_penalty, generator=generator,
+                        src_features=src_features, src_rows=src_rows, tgt_rows=tgt_rows)

@@ -67,12 +67,25 @@ class TranslationModule(pl.LightningModule):
     def forward(self, batch: Batch):  # type: ignore[override]
         return self.model(batch)
 
+    def loss(self, out) -> torch.Tensor:
+        """The loss to optimise from a :class:`~musicmoe.models.translator.ModelOutput` (``optim.loss_norm``)."""
+        oc = self.optim_config
+        if oc.loss_norm == "token" or not out.loss_per_task:
+            return out.loss
+        weights = {t: oc.loss_weights.get(TASK_NAMES[t], 1.0) for t in out.loss_per_task}
+        total = sum(weights.values())
+        if total <= 0:
+            return out.loss
+        balanced = sum(w * out.loss_per_task[t] for t, w in weights.items()) / total
+        return balanced + (out.loss - out.ce_loss)  # + the weighted router losses
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:  # type: ignore[override]
         out = self.model(batch)
+        loss = self.loss(out)
         n = len(batch)
         # curves are indexed by the optimiser update this batch belongs to (1-based), like the evaluations
         self.log("step", float(self.global_step + 1), on_step=True, logger=True, batch_size=n)
-        self.log("train/loss", out.loss, on_step=True, prog_bar=True, batch_size=n)
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=n)
         self.log("train/ce_loss", out.metrics["ce_loss"], on_step=True, batch_size=n)
         self.log("train/tokens", out.metrics["tokens"].float(), on_step=True, batch_size=n, reduce_fx="sum")
         for task_id, value in out.loss_per_task.items():
@@ -83,7 +96,7 @@ class TranslationModule(pl.LightningModule):
         if self.trainer is not None and self.trainer.lr_scheduler_configs:
             lr = self.trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0]
             self.log("train/lr", lr, on_step=True, batch_size=n)
-        return out.loss
+        return loss
 
     # --------------------------------------------------------------------------------------- optimiser
     def configure_optimizers(self):  # type: ignore[override]

@@ -60,6 +60,32 @@ class RunPaths:
         return self.root / "metrics.jsonl"
 
 
+def init_from_codecs(model: Any, codecs: dict[str, Any]) -> list[str]:
+    """Start the image/audio code embeddings of a fresh ``model`` from its codecs' codebooks (the modalities done).
+
+    Codes that the codec puts close together then start close together for the translator too
+    (:meth:`~musicmoe.models.translator.Translator.init_codebook_embeddings`)."""
+    from musicmoe.training.codecs import load_codec
+
+    done = []
+    for name in ("image", "audio"):
+        path = (codecs.get(name) or {}).get("path", "")
+        if not path:
+            continue
+        vectors = load_codec(name, path).codebook_vectors()
+        spec = model.vocab[name]
+        if tuple(vectors.shape[:2]) != (spec.codebooks, spec.vocab_size):
+            log.warning("%s codec %s has codebooks %s, the model's %s vocabulary (%d x %d): embeddings not "
+                        "initialised from it", name, path, tuple(vectors.shape[:2]), name, spec.codebooks,
+                        spec.vocab_size)
+            continue
+        model.init_codebook_embeddings(name, vectors)
+        done.append(name)
+    if done:
+        log.info("code embeddings of %s initialised from the codecs' codebooks", ", ".join(done))
+    return done
+
+
 def run_paths(cfg: Config) -> RunPaths:
     return RunPaths(Path(cfg.run.out_dir) / cfg.run.name)
 
@@ -282,6 +308,8 @@ def train(cfg: Config, extra_callbacks: list[Any] = ()) -> dict[str, Any]:
     info = datamodule.prepare()
     module = TranslationModule(config=config_dict(cfg), vocab=info["vocab"], codecs=info["codecs"],
                                tasks=info["tasks"])
+    if ckpt is None and cfg.model.init_from_codecs:
+        init_from_codecs(module.model, info["codecs"])
     trainer = build_trainer(cfg, paths, step if ckpt is not None else 0, list(extra_callbacks))
     previous = install_signal_handler()
     try:

@@ -97,3 +97,43 @@ def test_progress_modes():
     assert make("none") == ([], False)
     (auto,), _ = make("auto")  # pytest captures stderr: not a terminal, so the plain low-rate lines
     assert isinstance(auto, PlainProgress)
+
+
+def _two_task_batch(vocab):
+    from musicmoe.data.tasks import get_task
+    from musicmoe.models.batch import collate
+
+    gen = torch.Generator().manual_seed(0)
+    omr, amt = get_task("omr"), get_task("amt")
+    examples = [
+        {"src": torch.randint(0, 16, (4, 10), generator=gen), "src_modality": "image",
+         "tgt": torch.randint(0, 20, (30,), generator=gen), "tgt_modality": "lmx", "task": omr.id},
+        {"src": torch.randint(0, 16, (4, 6), generator=gen), "src_modality": "audio",
+         "tgt": torch.randint(0, 30, (5,), generator=gen), "tgt_modality": "midi", "task": amt.id},
+    ]
+    return collate(examples, vocab), omr.id, amt.id
+
+
+@pytest.mark.parametrize("weights", [{}, {"omr": 3.0}])
+def test_task_normalized_loss(weights):
+    vocab = VocabSpec.build(lmx_vocab_size=20, midi_vocab_size=30, image_codebook_size=16, audio_codebook_size=16)
+    over = ["data.tasks.omr=1", "data.tasks.amt=1", "model.d_model=32", "model.n_heads=2", "model.d_ff=64"]
+    over += [f"optim.loss_weights.{k}={v}" for k, v in weights.items()]
+    module = TranslationModule(config_dict(load_config(None, over)), vocab.to_dict(), codecs={}, tasks=["omr", "amt"])
+    batch, omr, amt = _two_task_batch(vocab)
+    out = module.model(batch)
+    w = weights.get("omr", 1.0)
+    expected = (w * out.loss_per_task[omr] + out.loss_per_task[amt]) / (w + 1.0)
+    assert torch.allclose(module.loss(out), expected)
+    # the token mean is dominated by the 30-token OMR row; the task mean is not
+    assert torch.allclose(out.ce_loss, (out.loss_per_task[omr] * 31 + out.loss_per_task[amt] * 6) / 37)
+    token = TranslationModule(config_dict(load_config(None, over + ["optim.loss_norm=token"])), vocab.to_dict(),
+                              codecs={}, tasks=["omr", "amt"])
+    assert torch.equal(token.loss(out), out.loss)
+
+
+def test_loss_config_is_validated():
+    with pytest.raises(ConfigError, match="loss_norm"):
+        load_config(None, ["optim.loss_norm=tokens"])
+    with pytest.raises(ConfigError, match="unknown task 'ocr'"):
+        load_config(None, ["optim.loss_weights.ocr=2"])

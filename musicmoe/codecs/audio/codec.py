@@ -263,6 +263,11 @@ class AudioCodec:
     def codebook_size(self) -> int:
         return self.config.codebook_size
 
+    def codebook_vectors(self) -> torch.Tensor:
+        """The kept residual codebooks as one (codebooks, codebook_size, dimension) tensor (a detached copy)."""
+        layers = self.model.quantizer.vq.layers[: self.num_codebooks]
+        return torch.stack([layer._codebook.embed.detach().float().cpu() for layer in layers])
+
     @property
     def frame_rate(self) -> int:
         return self.config.frame_rate

@@ -86,6 +86,10 @@ class ImageCodec(RQVAE):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def codebook_vectors(self) -> torch.Tensor:
+        """The residual codebooks as one (codebooks, codebook_size, latent_dim) tensor (a detached copy)."""
+        return self.quantizer.codebooks.detach().float().cpu().clone()
+
     @property
     def content_hash(self) -> str:
         """Short sha256 of the current weights (see :func:`weights_hash`)."""

@@ -1,0 +1,254 @@
+"""Continuous encoder inputs beside VQ codes: pixel patches of score images and log-mel frames of audio.
+
+A source modality whose input is continuous (``model.image_input: pixels``, ``model.audio_input: mel``) reaches the
+encoder as a float feature array ``(T, F)`` instead of codec codes; targets stay codes.
+
+* ``image_patches``: a grayscale crop, padded with white to multiples of ``patch`` px, cut into the same
+  ``patch`` x ``patch`` grid the image codec uses and flattened column by column (the codes' reading order), so
+  position ``t`` is grid cell ``(t % H', t // H')``; values are ink (0 = white, 1 = black) as uint8 ``0..255``.
+* ``log_mel``: log-compressed mel spectrogram frames ``(T, n_mels)`` (float16), ``hop`` samples apart; the
+  encoder reads ``mel_stack`` consecutive frames per position (:meth:`FeatureSpec.audio_features`).
+
+:class:`FeatureSource` reads the clean media of a corpus by example key and caches the features in memory (a
+folk corpus of ~10k systems takes well under 2 GB), so each DataLoader process computes an example once.
+Lengths are known without reading media: the grid from the manifest's image size, frames from the duration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+IMAGE_INPUTS = ("codes", "pixels")
+AUDIO_INPUTS = ("codes", "mel")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the model reads for continuous sources (built from the model config, see :meth:`from_model`)."""
+
+    image: bool = False       # image sources as pixel patches
+    audio: bool = False       # audio sources as log-mel frames
+    patch: int = 16
+    mel_bins: int = 128
+    mel_hop: int = 480        # samples at ``sample_rate`` (480 at 24 kHz = 20 ms)
+    mel_stack: int = 2        # consecutive frames per position
+    sample_rate: int = 24000
+
+    @classmethod
+    def from_model(cls, model_cfg: Any) -> FeatureSpec:
+        return cls(image=getattr(model_cfg, "image_input", "codes") == "pixels",
+                   audio=getattr(model_cfg, "audio_input", "codes") == "mel",
+                   patch=int(getattr(model_cfg, "patch", 16)), mel_bins=int(getattr(model_cfg, "mel_bins", 128)),
+                   mel_hop=int(getattr(model_cfg, "mel_hop", 480)), mel_stack=int(getattr(model_cfg, "mel_stack", 2)),
+                   sample_rate=int(getattr(model_cfg, "feature_sample_rate", 24000)))
+
+    def uses(self, modality: str) -> bool:
+        return (modality == "image" and self.image) or (modality == "audio" and self.audio)
+
+    @property
+    def any(self) -> bool:
+        return self.image or self.audio
+
+    def dim(self, modality: str) -> int:
+        return self.patch * self.patch if modality == "image" else self.mel_bins * self.mel_stack
+
+    def image_grid(self, height: int, width: int) -> tuple[int, int]:
+        return -(-int(height) // self.patch), -(-int(width) // self.patch)
+
+    def audio_frames(self, samples: int) -> int:
+        """Encoder positions of ``samples`` of audio (stacked mel frames)."""
+        return -(-(int(samples) // self.mel_hop + 1) // self.mel_stack)
+
+    def audio_features(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
+        """``(T, mel_bins * mel_stack)`` float16: :func:`log_mel` frames stacked ``mel_stack`` at a time."""
+        mel = log_mel(wave, sample_rate, self)
+        k = self.mel_stack
+        pad = (-len(mel)) % k
+        if pad:
+            mel = np.concatenate([mel, np.repeat(mel[-1:], pad, 0)])
+        return np.ascontiguousarray(mel.reshape(len(mel) // k, k * mel.shape[1]))
+
+
+def image_patches(image: np.ndarray, patch: int = 16) -> tuple[np.ndarray, int]:
+    """``(T, patch * patch)`` uint8 ink patches of a grayscale crop in column-major grid order, and the grid
+    height ``H'`` (``T = H' * W'``)."""
+    if image.ndim != 2:
+        raise ValueError(f"image_patches: need a 2-D grayscale image, got shape {image.shape}")
+    h, w = image.shape
+    rows, cols = -(-h // patch), -(-w // patch)
+    ink = np.zeros((rows * patch, cols * patch), dtype=np.uint8)
+    ink[:h, :w] = 255 - image.astype(np.uint8)
+    grid = ink.reshape(rows, patch, cols, patch).transpose(2, 0, 1, 3)  # (W', H', p, p): column by column
+    return np.ascontiguousarray(grid.reshape(rows * cols, patch * patch)), rows
+
+
+def patches_to_image(patches: np.ndarray, rows: int, patch: int = 16) -> np.ndarray:
+    """Inverse of :func:`image_patches` (ink, padded size)."""
+    cols = patches.shape[0] // rows
+    grid = patches[: rows * cols].reshape(cols, rows, patch, patch).transpose(1, 2, 0, 3)
+    return grid.reshape(rows * patch, cols * patch)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 30.0, fmax: float | None = None
+                   ) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale, each normalised to unit area."""
+    fmax = fmax or sample_rate / 2
+
+    def mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
+
+    def hz(m):
+        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
+
+    edges = hz(np.linspace(mel(fmin), mel(fmax), n_mels + 2))
+    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    tri = np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
+    return (tri / np.maximum(tri.sum(1, keepdims=True), 1e-8)).astype(np.float32)
+
+
+def log_mel(wave: np.ndarray, sample_rate: int, spec: FeatureSpec) -> np.ndarray:
+    """``(T, spec.mel_bins)`` float16 log-mel frames of a mono waveform (resampled to ``spec.sample_rate``)."""
+    import torch
+
+    x = np.asarray(wave, dtype=np.float32).reshape(-1)
+    if sample_rate != spec.sample_rate:
+        n = max(1, round(len(x) * spec.sample_rate / sample_rate))
+        x = np.interp(np.linspace(0, len(x) - 1, n), np.arange(len(x)), x).astype(np.float32)
+    n_fft = 1 << max(8, math.ceil(math.log2(4 * spec.mel_hop)))
+    t = torch.from_numpy(x)
+    stft = torch.stft(t, n_fft, hop_length=spec.mel_hop, window=torch.hann_window(n_fft), center=True,
+                      return_complex=True)
+    power = stft.abs().pow(2).numpy()  # (n_fft // 2 + 1, T)
+    mel = mel_filterbank(spec.sample_rate, n_fft, spec.mel_bins) @ power
+    return np.log(mel.T + 1e-6).astype(np.float16)
+
+
+class FeatureSource:
+    """Continuous source features of a corpus's examples by key (see the module docstring); picklable."""
+
+    def __init__(self, corpus_dir: str, spec: FeatureSpec) -> None:
+        self.corpus_dir, self.spec = str(corpus_dir), spec
+        self._corpus = None
+        self._index: dict[str, int] = {}
+        self._cache: dict[tuple[str, str], tuple[np.ndarray, int]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:  # each worker opens the corpus and fills its own cache
+        return {**self.__dict__, "_corpus": None, "_index": {}, "_cache": {}}
+
+    def _open(self) -> None:
+        if self._corpus is None:
+            from musicmoe.data.shards import Corpus
+
+            self._corpus = Corpus(self.corpus_dir)
+            self._index = {r["key"]: i for i, r in enumerate(self._corpus.records)}
+
+    def _record(self, key: str) -> tuple[int, dict[str, Any]]:
+        self._open()
+        if key not in self._index:
+            raise KeyError(f"example {key!r} is not in the corpus {self.corpus_dir}")
+        i = self._index[key]
+        return i, self._corpus.records[i]  # type: ignore[union-attr]
+
+    def length(self, key: str, modality: str) -> int:
+        """Feature positions of ``key``'s ``modality`` from the manifest (0 when it has none)."""
+        _, rec = self._record(key)
+        if modality == "image":
+            shape = rec.get("image_shape") or [rec.get("image_height", 0), rec.get("image_width", 0)]
+            rows, cols = self.spec.image_grid(*shape)
+            return rows * cols
+        seconds = float(rec.get("audio_seconds") or rec.get("duration") or 0.0)
+        return self.spec.audio_frames(round(seconds * self.spec.sample_rate)) if seconds > 0 else 0
+
+    def get(self, key: str, modality: str) -> tuple[np.ndarray, int]:
+        """``(features (T, F), grid rows)`` of ``key``'s ``modality`` (rows 0 for audio)."""
+        hit = self._cache.get((key, modality))
+        if hit is not None:
+            return hit
+        from musicmoe.data.shards import decode_audio, decode_image
+
+        i, rec = self._record(key)
+        data = self._corpus.read_bytes(i, modality)  # type: ignore[union-attr]
+        if data is None:
+            raise ValueError(f"example {key!r} has no {modality} in the corpus {self.corpus_dir}")
+        if modality == "image":
+            value = image_patches(decode_image(data, f"{key}.png"), self.spec.patch)
+        else:
+            wave, sr = decode_audio(data, f"{key}.flac")
+            value = (self.spec.audio_features(wave, sr), 0)
+        self._cache[(key, modality)] = value
+        return value
+
+
+class SourceView:
+    """A token split as the model reads it, for evaluation: ``lengths()`` are source lengths (feature-read
+    modalities measured from the corpus), items carry ``"image_rows"`` (their image grid height, 0 if none),
+    and :meth:`source` gives the ``collate`` fields of a task's source. Other attributes are the split's."""
+
+    def __init__(self, tokens: Any, features: FeatureSource | None) -> None:
+        self.tokens, self.features = tokens, features
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["tokens"], name)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.tokens[i])
+        try:
+            item["image_rows"] = int(self.tokens.image_grid(i)[0])
+        except (AttributeError, KeyError, IndexError):
+            item["image_rows"] = 0
+        return item
+
+    def lengths(self) -> list[dict[str, int]]:
+        lengths = self.tokens.lengths()
+        if self.features is None:
+            return lengths
+        out = []
+        for key, rec in zip(self.tokens.keys, lengths):
+            rec = dict(rec)
+            for m in ("image", "audio"):
+                if self.features.spec.uses(m):
+                    n = self.features.length(key, m)
+                    if n > 0:
+                        rec[m] = n
+                    else:
+                        rec.pop(m, None)
+            out.append(rec)
+        return out
+
+    def source(self, item: dict[str, Any], source: str, target: str) -> dict[str, Any]:
+        """``collate`` fields (``src`` or ``src_features``, ``src_rows``, ``tgt_rows``) of ``item`` as a source."""
+        rows = int(item.get("image_rows", 0))
+        if self.features is not None and self.features.spec.uses(source):
+            feats, src_rows = self.features.get(item["key"], source)
+            out: dict[str, Any] = {"src_features": feats, "src_rows": src_rows}
+        else:
+            out = {"src": item[source], "src_rows": rows if source == "image" else 0}
+        if target == "image":
+            out["tgt_rows"] = rows
+        return out
+
+
+def source_view(tokens: Any, model_cfg: Any, corpus: str = "") -> SourceView:
+    """:class:`SourceView` of a token split for a model config (its corpus: ``corpus`` or the one the tokens
+    were made from)."""
+    if isinstance(tokens, SourceView):
+        return tokens
+    spec = FeatureSpec.from_model(model_cfg)
+    features = None
+    if spec.any:
+        corpus = corpus or str(getattr(tokens, "meta", {}).get("corpus", ""))
+        if not corpus:
+            raise ValueError(f"the model reads {'pixels' if spec.image else 'mel frames'} from the corpus, but "
+                             f"{tokens!r} does not name its corpus folder")
+        features = FeatureSource(corpus, spec)
+    return SourceView(tokens, features)
