@@ -11,6 +11,8 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 PROGRESS = ("auto", "rich", "plain", "none")
 DECODINGS = ("greedy", "beam", "top_p")
+# Default decoding budget per target modality (eval.decode_budget): tokens, or frames for audio.
+DECODE_BUDGET = {"lmx": 768, "midi": 1024, "image": 1024, "audio": 2048}
 
 
 @dataclass
@@ -19,6 +21,12 @@ class OptimConfig:
 
     Weight decay applies to matrices only (biases, norms and embeddings form a no-decay group).
     ``grad_clip`` is the global gradient-norm limit (0 = off; under DeepSpeed it becomes ``gradient_clipping``).
+
+    The training loss (cross-entropies are always averaged over a frame's codebooks, "nats per code"):
+    ``loss_norm: task`` = sum over the tasks present in the batch of ``w_t * mean CE of task t`` / sum of those
+    ``w_t`` (``loss_weights``, default 1 per task), so a task's share of the gradient is its weight, not its
+    token count; ``loss_norm: token`` = the mean over every predicted target position of the batch (long audio
+    and image targets then dominate). How often a task is sampled is ``data.tasks``, a separate knob.
     """
 
     lr: float = 3e-4
@@ -30,6 +38,8 @@ class OptimConfig:
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     fused: bool = False  # torch's fused AdamW kernel (CUDA only)
+    loss_norm: str = "task"  # "task" (per-task means, weighted) or "token" (mean over all target positions)
+    loss_weights: dict[str, float] = field(default_factory=dict)  # task name -> weight (default 1)
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -46,6 +56,16 @@ class OptimConfig:
             raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.grad_clip < 0:
             raise ValueError(f"optim.grad_clip must be >= 0 (0 = off), got {self.grad_clip}")
+        if self.loss_norm not in ("task", "token"):
+            raise ValueError(f"optim.loss_norm must be 'task' or 'token', got {self.loss_norm!r}")
+        from musicmoe.data.tasks import TASK_NAMES
+
+        self.loss_weights = {str(k): float(v) for k, v in dict(self.loss_weights).items()}
+        for name, w in self.loss_weights.items():
+            if name not in TASK_NAMES:
+                raise ValueError(f"optim.loss_weights: unknown task {name!r}; tasks are {', '.join(TASK_NAMES)}")
+            if w < 0:
+                raise ValueError(f"optim.loss_weights.{name} must be >= 0, got {w}")
 
 
 @dataclass
@@ -108,6 +128,17 @@ class EvalConfig:
     generated with ``decoding`` and scored: SER (LMX targets), note F1 (MIDI targets), log-mel distance, chroma
     similarity and round-trip transcription F1 (audio targets), token accuracy and read-back SER (image
     targets).  ``log_examples`` generated examples per task are logged as images/audio to TensorBoard.
+
+    ``shuffled_baseline``: also measure every task with each example given *another* example's source (the
+    evaluated set rotated by one): ``<task>/loss_shuffled``, ``<task>/source_gap`` (= loss_shuffled - loss, nats
+    per target token; ~0 for a model that ignores its input) and the target's main metrics as ``<name>_shuffled``
+    (the language-model-only baseline; its generations double the decoding time).
+
+    Decoding budget (generated tokens, or frames for audio) per target modality: ``decode_budget`` (merged over
+    the defaults, so ``eval.decode_budget.lmx=512`` changes one entry), or one ``max_new_tokens`` for every target
+    when it is > 0.  Never the reference's length; always capped at the model's ``max_tgt_len - 2``.  The
+    defaults exceed the longest references of the shipped corpora (chorale systems: ~410 LMX tokens, ~500 MIDI
+    tokens, ~480 image code positions, ~1200 audio frames at 75 frames/s).
     """
 
     every_n_steps: int = 500
@@ -120,11 +151,25 @@ class EvalConfig:
     beam_size: int = 4
     top_p: float = 0.9
     temperature: float = 1.0
-    max_new_tokens: int = 0  # 0 = twice the reference length plus 16, capped at the model's target limit
+    max_new_tokens: int = 0  # > 0: the budget of every target modality (overrides decode_budget); 0 = decode_budget
+    decode_budget: dict[str, int] = field(default_factory=lambda: dict(DECODE_BUDGET))
     roundtrip: bool = True  # score generated audio with the model's own amt, generated images with its own omr
+    shuffled_baseline: bool = True  # also score every task with other examples' sources (see above)
     log_examples: int = 2
 
+    def budget(self, modality: str) -> int:
+        """Generated-token budget for a ``modality`` target (before the model's own ``max_tgt_len`` cap)."""
+        return self.max_new_tokens or self.decode_budget[modality]
+
     def __post_init__(self) -> None:
+        budget = dict(self.decode_budget)
+        unknown = sorted(set(budget) - set(DECODE_BUDGET))
+        if unknown:
+            raise ValueError(f"eval.decode_budget: unknown modality {unknown}; valid: {', '.join(DECODE_BUDGET)}")
+        for name, value in budget.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"eval.decode_budget.{name} must be an integer >= 1, got {value!r}")
+        self.decode_budget = {**DECODE_BUDGET, **budget}
         for name in ("every_n_steps", "max_examples", "loss_examples", "max_new_tokens", "log_examples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"eval.{name} must be >= 0, got {getattr(self, name)}")
