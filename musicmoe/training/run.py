@@ -246,11 +246,12 @@ def build_trainer(cfg: Config, paths: RunPaths, resume_step: int, extra_callback
     )
 
 
-# What a resumed run may change: how long it runs, how it reports and evaluates, where and on how many workers it
-# loads data; anything else would continue the checkpoint as a different experiment under the same name.
+# What a resumed run may change: how long it runs, how it reports and evaluates (and checks its results: run.checks
+# of `musicmoe run`), where and on how many workers it loads data; anything else would continue the checkpoint as a
+# different experiment under the same name.
 RESUME_MAY_CHANGE = ("trainer.max_steps", "trainer.progress", "trainer.progress_every", "trainer.log_every_n_steps",
                      "trainer.checkpoint_every_n_steps", "trainer.resume", "data.num_workers", "run.out_dir",
-                     "run.name")
+                     "run.name", "run.checks")
 RESUME_MAY_CHANGE_PREFIXES = ("eval.", "cluster.")
 
 
