@@ -18,7 +18,7 @@ from musicmoe.config import ConfigError
 
 # Command groups, in the order ``musicmoe --help`` lists them.
 GROUPS = (
-    "demo", "data", "lmx", "codec", "train", "eval", "translate", "ser",
+    "demo", "run", "data", "lmx", "codec", "train", "eval", "translate", "ser",
     "sweep", "compare", "export", "ytsv", "datasets",
 )
 
