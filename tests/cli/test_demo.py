@@ -1,10 +1,12 @@
-"""``musicmoe demo`` shrunk to three chorales and a few steps per stage: every stage runs on real scores, the
-summary is written, and a rerun resumes instead of redoing (``make demo`` is this command at full size)."""
+"""``musicmoe demo`` (= ``musicmoe run`` on configs/experiment/demo.yaml) shrunk to three chorales and a few steps
+per stage: every stage runs on real scores, results.json is written with the demo's learning check, and a rerun
+skips every stage instead of redoing it (``make demo`` is this command at full size)."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 DEMO_SHRINK = [
@@ -15,27 +17,44 @@ DEMO_SHRINK = [
     "eval.max_examples=1", "eval.max_new_tokens=8",
     "eval.every_n_steps=0",
 ]
+DEMO_CHECK = "omr/ser < 0.5 * omr/ser_shuffled"
 
 
+def test_demo_command_is_run_on_the_demo_config():
+    from musicmoe.cli.demo import demo_config, run
+    from musicmoe.cli.main import build_parser
+
+    args = build_parser().parse_args(["demo", "--split", "valid", "trainer.max_steps=3"])
+    assert (args.func, args.out, args.split, args.overrides) == (run, "runs/demo", "valid", ["trainer.max_steps=3"])
+    cfg = demo_config("/tmp/d", args.overrides)
+    assert cfg.run.checks == [DEMO_CHECK] and cfg.trainer.max_steps == 3
+    assert (cfg.run.out_dir, cfg.corpus.out, cfg.data.tokens) == ("/tmp/d", "/tmp/d/corpus", "/tmp/d/tokens")
+    assert cfg.audio_codec.checkpoint == "/tmp/d/audio_codec/audio_codec.pt"  # both codecs trained under --out
+
+
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
-    from musicmoe.cli.demo import cfg_tasks, demo_config, run_demo
+    from musicmoe.cli.demo import demo_config, run_demo
+    from musicmoe.cli.run import STAGES, active_tasks
 
     out = tmp_path / "demo"
     threads = torch.get_num_threads()
     result = run_demo(out, DEMO_SHRINK)
     assert torch.get_num_threads() == threads  # the stages' thread settings (1 each) do not leak to the caller
-    assert list(result["timings"]) == ["corpus", "image codec", "audio codec", "tokens", "model", "eval"]
+    assert list(result["timings"]) == list(STAGES) and {s["status"] for s in result["stages"].values()} == {"ran"}
     assert result["train"]["global_step"] == 8
-    summary = json.loads((out / "demo_summary.json").read_text())
-    assert summary["train"]["global_step"] == 8
-    tasks = cfg_tasks(demo_config(out, DEMO_SHRINK))
-    # every task was evaluated on the test piece; tasks drawn in at least 4 logged steps have a loss trend
-    assert {k.split("/")[0] for k in result["metrics"]} >= set(tasks)
-    assert result["loss_trends"] and set(result["loss_trends"]) <= set(tasks)
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["train"]["global_step"] == 8 and summary["split"] == "test"
+    # every task was evaluated on the test piece, and the demo's learning check was applied (8 steps do not pass it)
+    tasks = {t.name for t in active_tasks(demo_config(out, DEMO_SHRINK))}
+    assert {k.split("/")[0] for k in result["metrics"]} >= tasks and set(summary["tasks"]) >= tasks
+    [check] = summary["checks"]
+    assert check["check"] == DEMO_CHECK and "omr/ser" in check["message"]
     text = capsys.readouterr().out
-    assert "## test metrics" in text and "TensorBoard: tensorboard --logdir" in text
+    assert "## test metrics" in text and "TensorBoard: tensorboard --logdir" in text and "## checks" in text
 
     again = run_demo(out, DEMO_SHRINK)  # every stage's output exists: nothing is trained again
     text = capsys.readouterr().out
-    assert "image_codec.pt exists: skipped" in text and "audio_codec.pt exists: skipped" in text
-    assert again["train"]["trained"] is False and again["train"]["global_step"] == 8
+    assert "[2/6] image codec: skipped" in text and "[3/6] audio codec: skipped" in text
+    assert {s["status"] for s in again["stages"].values()} == {"skipped"} and again["global_step"] == 8
+    assert again["metrics"] == result["metrics"]
