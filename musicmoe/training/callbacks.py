@@ -120,9 +120,10 @@ class PlainProgress(Callback):
 class EvalCallback(Callback):
     """Every ``eval.every_n_steps`` steps (and at the end): evaluate, log to TensorBoard and metrics.jsonl.
 
-    Runs inside the training loop before the checkpoint of the same step is written, so a resumed run never
-    repeats or misses an evaluation.  On a new run it also writes the HParams dashboard entry (the config
-    with the evaluation metrics as its columns).
+    Every metric key of the evaluator (the shuffled baselines ``<task>/<name>_shuffled`` and ``<task>/source_gap``
+    included) is logged as ``eval/<key>``.  Runs inside the training loop before the checkpoint of the same step
+    is written, so a resumed run never repeats or misses an evaluation.  On a new run it also writes the HParams
+    dashboard entry (the config with the evaluation metrics as its columns).
     """
 
     def __init__(self, cfg: Any, metrics_path: Path) -> None:
@@ -141,7 +142,8 @@ class EvalCallback(Callback):
         if trainer.global_step == 0 and trainer.is_global_zero and trainer.logger is not None:
             from musicmoe.training.run import flat_hparams
 
-            placeholders = {f"eval/{t.name}/{m}": math.nan for t in self._tasks(pl_module) for m in metric_names(t)}
+            placeholders = {f"eval/{t.name}/{m}": math.nan for t in self._tasks(pl_module)
+                            for m in metric_names(t, self.cfg.eval.shuffled_baseline)}
             trainer.logger.log_hyperparams(flat_hparams(dict(pl_module.hparams["config"])), placeholders)
 
     def _run(self, trainer: Any, pl_module: Any) -> None:

@@ -12,9 +12,23 @@ Metrics by the task's target modality (``<task>/<name>`` keys; TensorBoard tags 
 * image: ``token_accuracy`` (generated codes vs the reference codes) and ``omr_ser``: the generated image
   (decoded to pixels, re-encoded) read back by the model's own omr task, SER against the reference LMX.
 
+Does the model read its source?  With ``eval.shuffled_baseline`` every example is also given the source of
+another example of the evaluated set (the set rotated by one: example ``k`` keeps its own target and gets the
+source of example ``k + 1``; a set of one example has no shuffled figures):
+
+* ``loss_shuffled``: the teacher-forced loss with those sources, and ``source_gap`` = loss_shuffled - loss (nats
+  per target token; ~0 for a model that only models the target language);
+* ``<metric>_shuffled`` for the target's main metrics (:data:`SHUFFLED_METRICS`), decoded with the same settings
+  from the shuffled sources and scored against the true references: the language-model-only baseline.
+
+Generation length is the configured budget of the target modality (``eval.decode_budget`` /
+``eval.max_new_tokens``, capped at the model's ``max_tgt_len - 2``), never the reference's length, in the main,
+shuffled and round-trip decodes alike.
+
 References are the example's own tokens decoded with the same codecs (so a metric measures the translation,
 not the codecs).  Metrics are torchmetrics objects with summed states, so values are corpus-level and right
-across ranks; each rank generates its share of the examples.
+across ranks; each rank generates its share of the examples (the rotation is over the whole evaluated set, so
+shuffled figures do not depend on the number of ranks).
 """
 
 from __future__ import annotations
@@ -43,8 +57,36 @@ METRICS = {
 }
 
 
-def metric_names(task: Task) -> list[str]:
-    return ["loss", *METRICS[task.target]]
+# The main metrics of each target modality, also measured from shuffled sources (``<name>_shuffled``).
+SHUFFLED_METRICS = {
+    "lmx": ("ser", "ser_no_tuplets"),
+    "midi": ("onset_f1",),
+    "audio": ("mel_distance", "chroma_similarity"),
+    "image": ("token_accuracy",),
+}
+# Metrics where a higher value is better (the others, loss included, are better lower).
+HIGHER_IS_BETTER = {"onset_f1", "onset_offset_f1", "chroma_similarity", "amt_onset_f1", "token_accuracy"}
+SHUFFLED = "_shuffled"
+
+
+def metric_names(task: Task, shuffled: bool = False) -> list[str]:
+    """Metric names (without the task prefix) of ``task``; with ``shuffled`` also its baseline figures."""
+    names = ["loss", *METRICS[task.target]]
+    if shuffled:
+        names += ["loss" + SHUFFLED, "source_gap", *(m + SHUFFLED for m in SHUFFLED_METRICS[task.target])]
+    return names
+
+
+def rotated(ids: Sequence[int]) -> list[int]:
+    """The donors of the shuffled baseline: example ``ids[k]`` gets the source of ``ids[k + 1]`` (cyclically)."""
+    return [*ids[1:], *ids[:1]]
+
+
+def source_benefit(name: str, value: float, shuffled: float) -> float:
+    """How much the true source improves metric ``name`` over its shuffled baseline (> 0: the model reads it).
+
+    For the loss this is ``source_gap`` (loss_shuffled - loss)."""
+    return value - shuffled if name in HIGHER_IS_BETTER else shuffled - value
 
 
 @dataclass
@@ -79,6 +121,14 @@ class Evaluator:
 
         return self.autocast() if self.autocast is not None else contextlib.nullcontext()
 
+    def _source(self, item: dict[str, Any], task: Task) -> Any:
+        """The model input of ``task`` for an example: every read of an example's source goes through here."""
+        return item[task.source]
+
+    def budget(self, modality: str) -> int:
+        """How many tokens (audio: frames) to generate at most for a ``modality`` target (from the config only)."""
+        return max(1, min(self.model.config.max_tgt_len - 2, self.cfg.budget(modality)))
+
     def _batch(self, pairs: Sequence[tuple[Any, str, Any, str, int]]):
         cfg = self.model.config
         examples = [{"src": s, "src_modality": sm, "tgt": t, "tgt_modality": tm, "task": k}
@@ -87,17 +137,21 @@ class Evaluator:
                        max_tgt_len=cfg.max_tgt_len).to(self.device)
 
     @torch.no_grad()
-    def translate(self, task: Task, sources: Sequence[np.ndarray], max_lens: Sequence[int] | None = None,
+    def translate(self, task: Task, sources: Sequence[Any], max_lens: Sequence[int] | None = None,
                   strategy: str | None = None, seed: int = 0) -> list[np.ndarray]:
-        """Generated target arrays for ``sources`` (batched by ``eval.batch_size``)."""
+        """Generated target arrays for ``sources`` (batched by ``eval.batch_size``).
+
+        ``max_lens``: a length cap per source (default: the configured budget of the task's target modality);
+        always capped at the model's ``max_tgt_len - 2``."""
         cfg = self.cfg
         limit = self.model.config.max_tgt_len - 2
+        budget = self.budget(task.target)
         out: list[np.ndarray] = []
         empty = _empty(self.model.vocab[task.target])
         gen = torch.Generator(device=self.device).manual_seed(seed) if (strategy or cfg.decoding) == "top_p" else None
         for i in range(0, len(sources), cfg.batch_size):
             part = sources[i: i + cfg.batch_size]
-            caps = [limit] * len(part) if max_lens is None else [min(limit, m) for m in max_lens[i: i + len(part)]]
+            caps = [budget] * len(part) if max_lens is None else [min(limit, m) for m in max_lens[i: i + len(part)]]
             batch = self._batch([(s, task.source, empty, task.target, task.id) for s in part])
             with self._ctx():
                 seqs = self.model.generate(batch.src_tokens, batch.src_mask, batch.src_modality, batch.tgt_modality,
@@ -107,22 +161,25 @@ class Evaluator:
             out.extend(s.detach().cpu().numpy().astype(np.int64) for s in seqs)
         return out
 
-    def _max_len(self, ref_len: int) -> int:
-        if self.cfg.max_new_tokens:
-            return self.cfg.max_new_tokens
-        return 2 * ref_len + 16
-
     @torch.no_grad()
-    def loss(self, task: Task, items: Sequence[dict[str, Any]]) -> tuple[float, int]:
-        """(summed CE, predicted target tokens) of ``task`` on ``items`` (teacher forcing)."""
+    def loss(self, task: Task, items: Sequence[dict[str, Any]],
+             sources: Sequence[Any] | None = None) -> tuple[float, int]:
+        """(summed CE, predicted target tokens) of ``task`` on ``items`` (teacher forcing).
+
+        ``sources``: the model input paired with each item's target (default: the items' own sources)."""
+        if sources is None:
+            sources = [self._source(it, task) for it in items]
+        if len(sources) != len(items):
+            raise ValueError(f"{len(sources)} sources for {len(items)} examples")
         total, count = 0.0, 0
         was_training = self.model.training
         self.model.eval()
         try:
             for i in range(0, len(items), self.cfg.batch_size):
                 part = items[i: i + self.cfg.batch_size]
-                batch = self._batch([(it[task.source], task.source, it[task.target], task.target, task.id)
-                                     for it in part])
+                srcs = sources[i: i + self.cfg.batch_size]
+                batch = self._batch([(s, task.source, it[task.target], task.target, task.id)
+                                     for s, it in zip(srcs, part)])
                 with self._ctx():
                     out = self.model(batch)
                 n = int(batch.tgt_mask.sum()) - len(batch)
@@ -139,6 +196,14 @@ class Evaluator:
         metrics: dict[str, float] = {}
         samples: list[Sample] = []
         lengths = dataset.lengths()
+        cache: dict[int, dict[str, Any]] = {}
+
+        def load(ids: Sequence[int]) -> list[dict[str, Any]]:
+            for i in ids:
+                if i not in cache:
+                    cache[i] = dataset[i]
+            return [cache[i] for i in ids]
+
         for task in tasks:
             usable = [i for i, rec in enumerate(lengths) if task.source in rec and task.target in rec
                       and rec[task.target] > 0]
@@ -146,87 +211,124 @@ class Evaluator:
                 log.warning("eval: no %s example with both %s and %s in %s", task.name, task.source, task.target,
                             getattr(dataset, "split", "?"))
                 continue
-            loss_ids = usable[: self.cfg.loss_examples][rank::world]
-            loss_items = [dataset[i] for i in loss_ids]
-            total, count = self.loss(task, loss_items) if loss_items else (0.0, 0)
-            t = torch.tensor([total, float(count)], dtype=torch.float64)
+            # the same decision on every rank (it depends on the whole set), so every rank reduces alike
+            all_loss = usable[: self.cfg.loss_examples]
+            shuffle = self.cfg.shuffled_baseline and len(all_loss) > 1
+            mine = all_loss[rank::world]
+            loss_items = load(mine)
+            figures = list(self.loss(task, loss_items)) if loss_items else [0.0, 0]
+            if shuffle:
+                donors = load(rotated(all_loss)[rank::world])
+                figures += (list(self.loss(task, loss_items, [self._source(d, task) for d in donors]))
+                            if loss_items else [0.0, 0])
+            t = torch.tensor([float(f) for f in figures], dtype=torch.float64)
             if reduce is not None:
                 t = reduce(t)
             if t[1] > 0:
                 metrics[f"{task.name}/loss"] = float(t[0] / t[1])
+                if shuffle and t[3] > 0:
+                    metrics[f"{task.name}/loss{SHUFFLED}"] = float(t[2] / t[3])
+                    metrics[f"{task.name}/source_gap"] = (metrics[f"{task.name}/loss{SHUFFLED}"]
+                                                          - metrics[f"{task.name}/loss"])
             if self.cfg.max_examples:
                 gen_ids = usable[: self.cfg.max_examples]
                 mine = gen_ids[rank::world]
-                items = [dataset[i] for i in mine]
+                items = load(mine)
+                shuffled = None  # None: no baseline; a list (maybe empty on this rank): the baseline's sources
+                if self.cfg.shuffled_baseline and len(gen_ids) > 1:
+                    shuffled = [self._source(d, task) for d in load(rotated(gen_ids)[rank::world])]
                 keep = keep_samples if rank == 0 else 0
                 values, task_samples = self._generation_metrics(task, items, [dataset_grid(dataset, i) for i in mine],
-                                                                keep)
+                                                                keep, shuffled)
                 metrics.update({f"{task.name}/{k}": v for k, v in values.items()})
                 samples.extend(task_samples)
         return metrics, samples
 
-    def _generation_metrics(self, task: Task, items: list[dict[str, Any]], grids: list[tuple[int, int] | None],
-                            keep: int) -> tuple[dict[str, float], list[Sample]]:
+    def _decoded(self, modality: str, arrays: Sequence[np.ndarray]) -> list[Any]:
+        """Target arrays in the form their main metrics score: LMX tokens, PrettyMIDI, waveforms, image codes."""
+        c = self.codecs
+        if modality == "lmx":
+            return [c.lmx_tokens(a) for a in arrays]
+        if modality in ("midi", "audio"):
+            return [c.decode(modality, a).value for a in arrays]
+        return list(arrays)
+
+    def _main_scores(self, modality: str, preds: list[Any], refs: list[Any]) -> dict[str, float]:
+        """The main metrics of decoded predictions against decoded references (torchmetrics: synced across ranks,
+        so every rank calls this alike, with or without examples)."""
         from musicmoe import metrics as M
 
-        refs = [it[task.target] for it in items]
-        preds = self.translate(task, [it[task.source] for it in items],
-                               [self._max_len(r.shape[-1]) for r in refs]) if items else []
+        if modality == "lmx":
+            ser, ser_nt = M.SymbolErrorRate(), M.SymbolErrorRate(ignore_tuplets=True)
+            ser.update(preds, refs)
+            ser_nt.update(preds, refs)
+            return {"ser": float(ser.compute()), "ser_no_tuplets": float(ser_nt.compute())}
+        if modality == "midi":
+            f1 = M.NoteF1()
+            f1.update(preds, refs)
+            res = f1.compute()
+            return {"onset_f1": float(res["onset_f1"]), "onset_offset_f1": float(res["onset_offset_f1"])}
+        if modality == "audio":
+            sr = self.codecs.audio.sample_rate
+            mel, chroma = M.MelDistance(sr), M.ChromaSimilarity(sr)
+            mel.update(preds, refs)
+            chroma.update(preds, refs)
+            return {"mel_distance": float(mel.compute()), "chroma_similarity": float(chroma.compute())}
+        acc = M.TokenAccuracy()
+        acc.update(preds, refs)
+        return {"token_accuracy": float(acc.compute())}
+
+    def _generation_metrics(self, task: Task, items: list[dict[str, Any]], grids: list[tuple[int, int] | None],
+                            keep: int, shuffled: Sequence[Any] | None = None) -> tuple[dict[str, float], list[Sample]]:
+        """Generation metrics of ``items``; with ``shuffled`` (other examples' sources, one per item) also the
+        target's main metrics of outputs decoded from those sources, against the items' own references."""
+        from musicmoe import metrics as M
+
         samples: list[Sample] = []
         out: dict[str, float] = {}
         c = self.codecs
+        if task.target == "audio" and not c.available("audio"):
+            log.warning("eval %s: no audio codec available, audio metrics skipped", task.name)
+            return out, samples
+        refs = [it[task.target] for it in items]
+        preds = self.translate(task, [self._source(it, task) for it in items]) if items else []
+        dec_preds, dec_refs = self._decoded(task.target, preds), self._decoded(task.target, refs)
+        out.update(self._main_scores(task.target, dec_preds, dec_refs))
+        if shuffled is not None:
+            if len(shuffled) != len(items):
+                raise ValueError(f"{len(shuffled)} shuffled sources for {len(items)} examples")
+            base = self.translate(task, list(shuffled)) if shuffled else []
+            scores = self._main_scores(task.target, self._decoded(task.target, base), dec_refs)
+            out.update({k + SHUFFLED: v for k, v in scores.items() if k in SHUFFLED_METRICS[task.target]})
         if task.target == "lmx":
-            ser, ser_nt = M.SymbolErrorRate(), M.SymbolErrorRate(ignore_tuplets=True)
             from torchmetrics.aggregation import MeanMetric
 
             invalid = MeanMetric()  # fraction of outputs whose MusicXML needed repairs (summed states)
-            pred_tok = [c.lmx_tokens(p) for p in preds]
-            ref_tok = [c.lmx_tokens(r) for r in refs]
-            ser.update(pred_tok, ref_tok)
-            ser_nt.update(pred_tok, ref_tok)
             for k, p in enumerate(preds):
                 dec = c.decode("lmx", p)
                 invalid.update(1.0 if dec.problems else 0.0)
                 if k < keep:
-                    samples.append(Sample(task.name, items[k]["key"], "lmx", " ".join(pred_tok[k]),
-                                          " ".join(ref_tok[k]), dec.problems))
-            out["ser"], out["ser_no_tuplets"] = float(ser.compute()), float(ser_nt.compute())
+                    samples.append(Sample(task.name, items[k]["key"], "lmx", " ".join(dec_preds[k]),
+                                          " ".join(dec_refs[k]), dec.problems))
             out["invalid"] = float(invalid.compute())
         elif task.target == "midi":
-            f1 = M.NoteF1()
-            pms = [c.decode("midi", p).value for p in preds]
-            ref_pms = [c.decode("midi", r).value for r in refs]
-            f1.update(pms, ref_pms)
-            res = f1.compute()
-            out["onset_f1"], out["onset_offset_f1"] = float(res["onset_f1"]), float(res["onset_offset_f1"])
-            samples += [Sample(task.name, items[k]["key"], "midi", pms[k], ref_pms[k]) for k in range(min(keep, len(pms)))]
+            samples += [Sample(task.name, items[k]["key"], "midi", dec_preds[k], dec_refs[k])
+                        for k in range(min(keep, len(dec_preds)))]
         elif task.target == "audio":
-            if not c.available("audio"):
-                log.warning("eval %s: no audio codec available, audio metrics skipped", task.name)
-                return out, samples
-            sr = c.audio.sample_rate
-            mel, chroma = M.MelDistance(sr), M.ChromaSimilarity(sr)
-            waves = [c.decode("audio", p).value for p in preds]
-            ref_waves = [c.decode("audio", r).value for r in refs]
-            mel.update(waves, ref_waves)
-            chroma.update(waves, ref_waves)
-            out["mel_distance"], out["chroma_similarity"] = float(mel.compute()), float(chroma.compute())
+            waves, ref_waves = dec_preds, dec_refs
             if self.cfg.roundtrip and "amt" in self.trained:
                 with_midi = [k for k, it in enumerate(items) if "midi" in it and waves[k].size]
                 f1 = M.NoteF1()
                 if with_midi:
                     codes = [c.audio.encode(waves[k]) for k in with_midi]
                     amt = get_task("amt")
-                    mids = self.translate(amt, codes, [self._max_len(items[k]["midi"].shape[-1]) for k in with_midi])
+                    mids = self.translate(amt, codes)
                     f1.update([c.decode("midi", m).value for m in mids],
                               [c.decode("midi", items[k]["midi"]).value for k in with_midi])
                 out["amt_onset_f1"] = float(f1.compute()["onset_f1"])
             samples += [Sample(task.name, items[k]["key"], "audio", waves[k], ref_waves[k])
                         for k in range(min(keep, len(waves)))]
         elif task.target == "image":
-            acc = M.TokenAccuracy()
-            acc.update(preds, refs)
-            out["token_accuracy"] = float(acc.compute())
             if not c.available("image"):
                 log.warning("eval %s: no image codec available, image read-back skipped", task.name)
                 return out, samples
@@ -243,7 +345,7 @@ class Evaluator:
                 if with_lmx:
                     codes = [c.encode_image(pics[k]) for k in with_lmx]
                     omr = get_task("omr")
-                    lmx = self.translate(omr, codes, [self._max_len(items[k]["lmx"].shape[-1]) for k in with_lmx])
+                    lmx = self.translate(omr, codes)
                     ser.update([c.lmx_tokens(x) for x in lmx], [c.lmx_tokens(items[k]["lmx"]) for k in with_lmx])
                 out["omr_ser"] = float(ser.compute())
             samples += [Sample(task.name, items[k]["key"], "image", pics[k], ref_pics[k])
@@ -298,20 +400,37 @@ def log_samples(writer: Any, samples: Sequence[Sample], step: int, sample_rate: 
             writer.add_text(tag, f"**{s.key}**\n\npred: `{s.pred}`\n\nref: `{s.ref}`{note}", step)
 
 
+def _cell(v: float | None) -> str:
+    return "-" if v is None or v != v else f"{v:.4g}"
+
+
 def format_table(metrics: dict[str, float]) -> str:
-    """A markdown table: one row per task, one column per metric."""
-    tasks: dict[str, dict[str, float]] = {}
-    for key, value in metrics.items():
+    """A markdown table: one row per task and metric, in the order the metrics come.
+
+    When shuffled baselines were measured, each metric's ``shuffled`` figure stands beside it, with the ``source
+    gap``: how much the true source improves the metric over that baseline (> 0: the model reads its input; for
+    the loss this is ``<task>/source_gap``, nats per target token)."""
+    rows: dict[tuple[str, str], None] = {}
+    for key in metrics:
         task, _, name = key.partition("/")
-        if name:
-            tasks.setdefault(task, {})[name] = value
-    cols: list[str] = []
-    for values in tasks.values():
-        cols += [c for c in values if c not in cols]
-    lines = ["| task | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
-    for task, values in tasks.items():
-        cells = [f"{values[c]:.4g}" if c in values and values[c] == values[c] else "-" for c in cols]
-        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+        if not name or name == "source_gap":
+            continue
+        rows[task, name.removesuffix(SHUFFLED)] = None
+    with_base = any(k.endswith(SHUFFLED) for k in metrics)
+    header = ["task", "metric", "value"] + (["shuffled", "source gap"] if with_base else [])
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for task, name in rows:
+        value, base = metrics.get(f"{task}/{name}"), metrics.get(f"{task}/{name}{SHUFFLED}")
+        cells = [task, name, _cell(value)]
+        if with_base:
+            gap = metrics.get(f"{task}/source_gap") if name == "loss" else None
+            if gap is None and value is not None and base is not None:
+                gap = source_benefit(name, value, base)
+            cells += [_cell(base), _cell(gap)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if with_base:
+        lines.append("\nshuffled: every example given another example's source (the language-model-only baseline); "
+                     "source gap > 0: the true source helps")
     return "\n".join(lines)
 
 

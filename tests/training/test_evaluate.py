@@ -10,12 +10,13 @@ from musicmoe.data.tokens import TokenDataset
 from musicmoe.training.checkpoint import load_model
 from musicmoe.training.codecs import CodecSet
 from musicmoe.training.config import EvalConfig
-from musicmoe.training.evaluate import METRICS, Evaluator, format_table, piano_roll_image
+from musicmoe.training.evaluate import (METRICS, SHUFFLED_METRICS, Evaluator, format_table, metric_names,
+                                       piano_roll_image)
 
 
 def test_evaluator_metrics_for_every_target_modality(tiny_run, tiny_tokens):
     model, hp = load_model(tiny_run)
-    cfg = EvalConfig(max_examples=1, loss_examples=2, batch_size=2, max_new_tokens=6, log_examples=1)
+    cfg = EvalConfig(max_examples=2, loss_examples=2, batch_size=2, max_new_tokens=6, log_examples=1)
     ev = Evaluator(model, CodecSet(hp["codecs"]), cfg, hp["tasks"])
     tasks = [get_task(t) for t in hp["tasks"]]
     assert {t.target for t in tasks} == {"lmx", "midi", "image", "audio"}
@@ -26,6 +27,12 @@ def test_evaluator_metrics_for_every_target_modality(tiny_run, tiny_tokens):
             if name == "omr_ser" and "omr" not in hp["tasks"] or name == "amt_onset_f1" and "amt" not in hp["tasks"]:
                 continue
             assert f"{t.name}/{name}" in metrics, name
+        # the shuffled-source baseline of the loss and of the target's main metrics (never of the round trips)
+        assert metrics[f"{t.name}/source_gap"] == metrics[f"{t.name}/loss_shuffled"] - metrics[f"{t.name}/loss"]
+        shuffled = {k.split("/")[1] for k in metrics if k.startswith(f"{t.name}/") and k.endswith("_shuffled")}
+        assert shuffled == {"loss_shuffled", *(f"{m}_shuffled" for m in SHUFFLED_METRICS[t.target])}, t.name
+        assert np.isfinite(metrics[f"{t.name}/loss_shuffled"])
+        assert set(metric_names(t, shuffled=True)) >= {k.split("/")[1] for k in metrics if k.startswith(f"{t.name}/")}
     assert 0.0 <= metrics["lmx2image/token_accuracy"] <= 1.0 and metrics["omr/ser"] >= 0
     assert {s.task for s in samples} == set(hp["tasks"])
     image = next(s for s in samples if s.modality == "image")
@@ -46,8 +53,8 @@ def test_generation_is_bounded_and_deterministic(tiny_run, tiny_tokens):
 def test_format_table_and_piano_roll():
     table = format_table({"omr/ser": 12.5, "omr/loss": 1.0, "amt/onset_f1": 0.5, "amt/loss": float("nan")})
     lines = table.splitlines()
-    assert lines[0] == "| task | ser | loss | onset_f1 |"
-    assert lines[2] == "| omr | 12.5 | 1 | - |" and lines[3] == "| amt | - | - | 0.5 |"
+    assert lines[0] == "| task | metric | value |"  # no shuffled baselines: no such columns
+    assert lines[2:] == ["| omr | ser | 12.5 |", "| omr | loss | 1 |", "| amt | onset_f1 | 0.5 |", "| amt | loss | - |"]
     pm = pretty_midi.PrettyMIDI()
     inst = pretty_midi.Instrument(0)
     inst.notes.append(pretty_midi.Note(velocity=80, pitch=60, start=0.0, end=0.5))
