@@ -1,4 +1,9 @@
-"""``musicmoe eval --ckpt CKPT --split test [--tasks omr,amt]``: metrics.json and a markdown table."""
+"""``musicmoe eval --ckpt CKPT --split test [--tasks omr,amt]``: metrics.json and a markdown table.
+
+Besides each metric the table shows its shuffled baseline (every example given another example's source) and the
+source gap, unless ``--no-shuffled-baseline``; generation lengths are the config's per-modality budget
+(``eval.decode_budget``, or ``--max-new-tokens`` for every target).
+"""
 
 from __future__ import annotations
 
@@ -52,7 +57,9 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", tasks: str | None
     out_dir = Path(out) if out else default_out(Path(ckpt), split)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"checkpoint": str(ckpt), "tokens": str(tokdir), "split": split, "examples": len(dataset),
-              "tasks": [t.name for t in chosen], "decoding": cfg.decoding, "seconds": round(seconds, 2),
+              "tasks": [t.name for t in chosen], "decoding": cfg.decoding,
+              "decode_budget": {m: evaluator.budget(m) for m in dict.fromkeys(t.target for t in chosen)},
+              "shuffled_baseline": cfg.shuffled_baseline, "seconds": round(seconds, 2),
               "metrics": {k: (None if v != v else v) for k, v in metrics.items()}}
     for name, text in (("metrics.json", json.dumps(record, indent=2)),
                        ("metrics.md", f"# {split} metrics of {ckpt}\n\n{format_table(metrics)}\n")):
@@ -73,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         record = evaluate_checkpoint(
             args.ckpt, args.split, args.tasks, args.tokens, args.out, args.device, decoding=args.decoding,
             beam_size=args.beam_size, top_p=args.top_p, batch_size=args.batch_size,
-            max_examples=args.max_examples or None)
+            max_examples=args.max_examples or None, max_new_tokens=args.max_new_tokens,
+            shuffled_baseline=args.shuffled_baseline)
     except (CheckpointError, TokenDataError, ValueError) as err:
         if getattr(args, "verbose", False):
             raise
@@ -98,5 +106,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--beam-size", type=int)
     p.add_argument("--top-p", type=float)
     p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-new-tokens", type=int, help="generation budget of every target modality (default: the "
+                                                     "checkpoint's eval.decode_budget per modality)")
+    p.add_argument("--shuffled-baseline", action=argparse.BooleanOptionalAction, default=None,
+                   help="also score every task with other examples' sources: <metric>_shuffled and source_gap "
+                        "(default: the checkpoint's eval.shuffled_baseline, true unless set off)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.set_defaults(func=run)

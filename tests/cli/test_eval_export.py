@@ -43,9 +43,33 @@ def test_eval_writes_metrics_json_and_table(tiny_run, tmp_path, capsys):
         for name in METRICS[target]:
             assert f"{task}/{name}" in record["metrics"]
     assert 0 <= record["metrics"]["omr/ser"]
+    # the loss is measured on every example (so also with other examples' sources); one generated example
+    # per task has no other to take a source from: no generation baselines
+    m = record["metrics"]
+    assert m["omr/source_gap"] == m["omr/loss_shuffled"] - m["omr/loss"] and "omr/ser_shuffled" not in m
+    assert record["shuffled_baseline"] and record["decode_budget"] == {"lmx": 8, "image": 8}  # the run's budget
     table = (out / "metrics.md").read_text()
-    assert "| omr |" in table and "| task |" in table
+    assert "| omr |" in table and "| task | metric | value | shuffled | source gap |" in table
     assert "| lmx2image |" in capsys.readouterr().out
+
+
+def test_eval_shuffled_baseline_and_budget_flags(tiny_run, tmp_path, capsys):
+    out = tmp_path / "eval"
+    rc = main(["eval", "--ckpt", str(tiny_run), "--split", "train", "--tasks", "omr", "--out", str(out),
+               "--max-examples", "2", "--batch-size", "2", "--max-new-tokens", "4"])
+    assert rc == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["decode_budget"] == {"lmx": 4}
+    assert {"omr/ser_shuffled", "omr/ser_no_tuplets_shuffled", "omr/loss_shuffled"} <= set(record["metrics"])
+    printed = capsys.readouterr().out
+    assert "| omr | ser |" in printed and "language-model-only baseline" in printed
+    rc = main(["eval", "--ckpt", str(tiny_run), "--split", "train", "--tasks", "omr", "--out", str(out),
+               "--max-examples", "2", "--batch-size", "2", "--max-new-tokens", "4", "--no-shuffled-baseline"])
+    assert rc == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert not record["shuffled_baseline"] and "omr/ser" in record["metrics"]
+    assert not [k for k in record["metrics"] if "shuffled" in k or "gap" in k]
+    assert "| task | metric | value |" in capsys.readouterr().out
 
 
 def test_eval_errors(tiny_run, capsys):
