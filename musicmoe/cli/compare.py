@@ -20,12 +20,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Read each run's TensorBoard events (<run>/tb, else <run>/metrics.jsonl) and config.yaml; "
                     "print a markdown table (best and last value of each metric with their steps, the last "
                     "step, wall time, and the config keys that differ) and optionally plot the curves. "
-                    "A folder of runs (e.g. a sweep's out_dir) stands for all runs in it.",
+                    "Where runs logged shuffled-source baselines (<metric>_shuffled, <task>/source_gap), the "
+                    "table adds their value at the last step ('shuffled') and the 'source gap' (how much the "
+                    "true source improves the metric: > 0 means the model reads its input), and the plot draws "
+                    "the baseline dashed. A folder of runs (e.g. a sweep's out_dir) stands for all runs in it.",
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     p.add_argument("--metrics", type=_csv,
                    help="comma-separated tags, e.g. eval/omr/ser,eval/amt/onset_f1 ('omr/ser' and 'val/omr/ser' "
-                        "mean the same; default: every eval/ or val tag, else every *loss* tag)")
+                        "mean the same; default: every eval/ or val tag, else every *loss* tag, baselines "
+                        "shown beside their metric rather than as rows)")
     p.add_argument("--maximize", type=_csv, default=[],
                    help="tags where higher is better (default guess: names with f1/acc/precision/recall/...)")
     p.add_argument("--plot", type=Path, metavar="PNG", help="write the curves to this PNG")

@@ -1,4 +1,10 @@
-"""Compare finished or running runs: a markdown table of their metrics and config differences, and a plot."""
+"""Compare finished or running runs: a markdown table of their metrics and config differences, and a plot.
+
+Where a run logged a metric's shuffled baseline (``<tag>_shuffled``: the same metric with every example given
+another example's source, see musicmoe/training/evaluate.py), the table shows it beside the metric's last value,
+with the source gap (how much the true source improves the metric; ``<task>/source_gap`` for a loss), and the
+plot draws it dashed.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,9 @@ from musicmoe.sweeps import events
 from musicmoe.sweeps.rundir import CONFIG_FILE
 from musicmoe.sweeps.spec import is_semantic
 
-HIGHER_IS_BETTER = ("f1", "acc", "precision", "recall", "bleu", "psnr", "sdr", "ssim", "si_snr", "score")
+HIGHER_IS_BETTER = ("f1", "acc", "precision", "recall", "bleu", "psnr", "sdr", "ssim", "si_snr", "score",
+                    "similarity", "source_gap")
+SHUFFLED = "_shuffled"  # suffix of a metric's shuffled-source baseline
 
 
 @dataclass
@@ -67,8 +75,28 @@ def higher_is_better(tag: str, maximize: Sequence[str] = ()) -> bool:
     return tag in maximize or any(word in tag.lower() for word in HIGHER_IS_BETTER)
 
 
+def shuffled_tag(tag: str) -> str:
+    return tag + SHUFFLED
+
+
+def gap_tag(tag: str) -> str | None:
+    """``<prefix>/source_gap`` for a ``<prefix>/loss`` tag (the gap the evaluator logs), else None."""
+    head, _, name = tag.rpartition("/")
+    return f"{head}/source_gap" if head and name == "loss" else None
+
+
+def is_baseline(tag: str, tags: Sequence[str] | set[str]) -> bool:
+    """A shuffled baseline or source gap of another tag in ``tags`` (shown beside it, not as a row)."""
+    if tag.endswith(SHUFFLED) and tag[: -len(SHUFFLED)] in tags:
+        return True
+    head, _, name = tag.rpartition("/")
+    return bool(head) and name == "source_gap" and f"{head}/loss" in tags
+
+
 def default_metrics(runs: Sequence[RunData]) -> list[str]:
     tags = sorted({t for r in runs for t in r.curves})
+    every = set(tags)
+    tags = [t for t in tags if not is_baseline(t, every)]
     for choose in (lambda t: t.startswith(("eval/", "val")), lambda t: "loss" in t):
         picked = [t for t in tags if choose(t)]
         if picked:
@@ -96,10 +124,34 @@ def wall_time(run: RunData) -> float:
     return max(times) - min(times) if times else math.nan
 
 
+def _at(run: RunData, tag: str | None, step: int) -> float | None:
+    for p in run.curves.get(tag or "", ()):
+        if p.step == step:
+            return p.value
+    return None
+
+
+def baseline(run: RunData, tag: str, step: int, maximize: Sequence[str] = ()) -> tuple[float | None, float | None]:
+    """(shuffled baseline, source gap) of ``tag`` at ``step``; None where the run did not log one.
+
+    The gap is how much the true source improves the metric (> 0: the model reads its input): the logged
+    ``source_gap`` for a loss, else shuffled - value (value - shuffled where higher is better)."""
+    shuffled = _at(run, shuffled_tag(tag), step)
+    gap = _at(run, gap_tag(tag), step)
+    value = _at(run, tag, step)
+    if gap is None and shuffled is not None and value is not None:
+        gap = value - shuffled if higher_is_better(tag, maximize) else shuffled - value
+    return shuffled, gap
+
+
 def summary(runs: Sequence[RunData], metrics: Sequence[str], maximize: Sequence[str] = ()) -> list[list[str]]:
-    """Rows (header first): run, differing overrides, metric, best (step), last (step), last step, wall time."""
+    """Rows (header first): run, differing overrides, metric, best (step), last (step), last step, wall time;
+    where any run logged a shuffled baseline of a shown metric, also its value and the source gap at the last
+    value's step (``shuffled``, ``source gap``)."""
     diff = differing_keys(runs)
-    rows = [["run", *diff, "metric", "best", "best step", "last", "last step", "steps", "wall time"]]
+    with_base = any(shuffled_tag(t) in r.curves for r in runs for t in metrics)
+    extra = ["shuffled", "source gap"] if with_base else []
+    rows = [["run", *diff, "metric", "best", "best step", "last", "last step", *extra, "steps", "wall time"]]
     for run in runs:
         cfg = [_value(run.config.get(k)) for k in diff]
         last_step = events.last_step(run.curves)
@@ -107,18 +159,19 @@ def summary(runs: Sequence[RunData], metrics: Sequence[str], maximize: Sequence[
         for tag in metrics:
             pts = run.curves.get(tag)
             if not pts:
-                rows.append([run.name, *cfg, tag, "-", "-", "-", "-", *common])
+                rows.append([run.name, *cfg, tag, "-", "-", "-", "-", *["-"] * len(extra), *common])
                 continue
             pick = max if higher_is_better(tag, maximize) else min
             best = pick(pts, key=lambda p: (p.value if not math.isnan(p.value) else
                                             (-math.inf if pick is max else math.inf)))
+            base = [_num(v) if v is not None else "-" for v in baseline(run, tag, pts[-1].step, maximize)]
             rows.append([run.name, *cfg, tag, _num(best.value), str(best.step), _num(pts[-1].value),
-                         str(pts[-1].step), *common])
+                         str(pts[-1].step), *base[: len(extra)], *common])
     return rows
 
 
 def plot(runs: Sequence[RunData], metrics: Sequence[str], out: Path) -> Path:
-    """One panel per metric, one line per run; written atomically as PNG."""
+    """One panel per metric, one line per run (its shuffled baseline dashed, same colour); atomic PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,8 +182,12 @@ def plot(runs: Sequence[RunData], metrics: Sequence[str], out: Path) -> Path:
         for run in runs:
             pts = run.curves.get(tag)
             if pts:
-                ax.plot([p.step for p in pts], [p.value for p in pts], marker="." if len(pts) < 30 else None,
-                        label=run.name)
+                (line,) = ax.plot([p.step for p in pts], [p.value for p in pts],
+                                  marker="." if len(pts) < 30 else None, label=run.name)
+                base = run.curves.get(shuffled_tag(tag))
+                if base:
+                    ax.plot([p.step for p in base], [p.value for p in base], linestyle="--", color=line.get_color(),
+                            label=f"{run.name} (shuffled)")
         ax.set_ylabel(tag)
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("step")

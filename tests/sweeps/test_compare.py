@@ -109,3 +109,36 @@ def test_differing_keys_ignore_location(tmp_path):
     runs = [compare.load_run(p) for p in (a, b, c)]
     assert compare.differing_keys(runs[:2]) == []
     assert compare.differing_keys(runs) == ["run.seed"]
+
+
+def test_compare_shows_shuffled_baselines_beside_their_metric(tmp_path, capsys):
+    from musicmoe.cli.main import main
+
+    a = make_run(tmp_path / "runs", "reads", ["run.seed=1"],
+                 {"eval/omr/ser": [(10, 60.0), (20, 20.0)], "eval/omr/ser_shuffled": [(10, 90.0), (20, 95.0)],
+                  "eval/omr/loss": [(10, 3.0), (20, 1.0)], "eval/omr/loss_shuffled": [(10, 3.25), (20, 4.0)],
+                  "eval/omr/source_gap": [(10, 0.25), (20, 3.0)],
+                  "eval/amt/onset_f1": [(10, 0.5), (20, 0.75)], "eval/amt/onset_f1_shuffled": [(20, 0.25)]})
+    b = make_run(tmp_path / "runs", "old", ["run.seed=2"], {"eval/omr/ser": [(10, 50.0)]})  # logged no baseline
+    png = tmp_path / "curves.png"
+    assert main(["compare", str(a), str(b), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| ")]
+    header = rows[0]
+    assert header[header.index("last step") + 1: header.index("last step") + 3] == ["shuffled", "source gap"]
+    table = {(r[0], r[header.index("metric")]): dict(zip(header, r)) for r in rows[1:]}
+    # the baselines are columns of their metric's row, not rows of their own
+    assert set(table) == {(n, m) for n in ("reads", "old") for m in ("eval/omr/ser", "eval/omr/loss",
+                                                                      "eval/amt/onset_f1")}
+    ser, loss, f1 = table["reads", "eval/omr/ser"], table["reads", "eval/omr/loss"], table["reads", "eval/amt/onset_f1"]
+    assert (ser["last"], ser["shuffled"], ser["source gap"]) == ("20", "95", "75")  # lower is better
+    assert (loss["last"], loss["shuffled"], loss["source gap"]) == ("1", "4", "3")  # the logged source_gap
+    assert (f1["last"], f1["shuffled"], f1["source gap"]) == ("0.75", "0.25", "0.5")  # higher is better
+    assert (table["old", "eval/omr/ser"]["shuffled"], table["old", "eval/omr/ser"]["source gap"]) == ("-", "-")
+    assert png.is_file()
+    # a baseline asked for by name is a row like any other; without baselines there are no such columns
+    assert main(["compare", str(a), "--metrics", "omr/ser_shuffled,omr/source_gap"]) == 0
+    out = capsys.readouterr().out
+    assert "| eval/omr/ser_shuffled" in out and "| eval/omr/source_gap" in out and "source gap" not in out
+    rows = compare.summary([compare.load_run(a)], ["eval/omr/source_gap"])
+    assert rows[1][rows[0].index("best")] == "3"  # a larger source gap is better
