@@ -23,7 +23,7 @@ from musicmoe.data.build.config import CorpusConfig
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("musicmoe.data.tokenize",)  # modules whose ``register_cli(group)`` adds ``data`` sub-commands
+EXTENSIONS = ("musicmoe.data.tokenize", "musicmoe.data.features")  # modules whose ``register_cli(group)`` adds ``data`` sub-commands
 _GROUP: list[Any] = []
 
 

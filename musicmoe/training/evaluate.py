@@ -114,6 +114,7 @@ class Evaluator:
         self.trained = {get_task(t).name for t in trained_tasks}
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.autocast = autocast  # a context-manager factory (e.g. Lightning's precision forward context)
+        self.view: Any = None  # the SourceView being evaluated (set by evaluate / source_view)
 
     # ------------------------------------------------------------------------------------- helpers
     def _ctx(self):
@@ -122,17 +123,54 @@ class Evaluator:
         return self.autocast() if self.autocast is not None else contextlib.nullcontext()
 
     def _source(self, item: dict[str, Any], task: Task) -> Any:
-        """The model input of ``task`` for an example: every read of an example's source goes through here."""
+        """The model input of ``task`` for an example: every read of an example's source goes through here.
+
+        The ``collate`` fields of the source (codes or continuous features, image grid heights), from the
+        :class:`~musicmoe.data.features.SourceView` that :meth:`evaluate` reads (plain codes for a bare array)."""
+        if self.view is not None:
+            return self.view.source(item, task.source, task.target)
         return item[task.source]
+
+    def _read_back(self, modality: str, value: np.ndarray, sample_rate: int | None = None) -> Any:
+        """A generated image (pixels) or waveform as the model's own omr/amt would read it: continuous features when
+        the model reads that modality so (``model.image_input``/``audio_input``), else the codec's codes."""
+        from musicmoe.data.features import FeatureSpec, image_patches
+
+        spec = FeatureSpec.from_model(self.model.config)
+        if modality == "image":
+            if spec.image:
+                feats, rows = image_patches(value, spec.patch)
+                return {"src_features": feats, "src_rows": rows}
+            return {"src": self.codecs.encode_image(value), "src_rows": -(-value.shape[0] // self.codecs.image.cfg.patch)}
+        if spec.audio:
+            return {"src_features": spec.audio_features(value, sample_rate or spec.sample_rate), "src_rows": 0}
+        return self.codecs.audio.encode(value)
+
+    def source_view(self, dataset: Any) -> Any:
+        """``dataset`` as this model reads it (see :class:`~musicmoe.data.features.SourceView`); kept for
+        :meth:`_source`. Continuous features are cached on the dataset, so repeated evaluations compute them once."""
+        from musicmoe.data.features import source_view
+
+        view = getattr(dataset, "_musicmoe_view", None)
+        if view is None:
+            view = source_view(dataset, self.model.config)
+            try:
+                dataset._musicmoe_view = view
+            except AttributeError:
+                pass
+        self.view = view
+        return view
 
     def budget(self, modality: str) -> int:
         """How many tokens (audio: frames) to generate at most for a ``modality`` target (from the config only)."""
         return max(1, min(self.model.config.max_tgt_len - 2, self.cfg.budget(modality)))
 
     def _batch(self, pairs: Sequence[tuple[Any, str, Any, str, int]]):
+        """Collated batch of (source, source modality, target, target modality, task id); a source is an array
+        of codes or a dict of ``collate`` fields (see :meth:`_source`)."""
         cfg = self.model.config
-        examples = [{"src": s, "src_modality": sm, "tgt": t, "tgt_modality": tm, "task": k}
-                    for s, sm, t, tm, k in pairs]
+        examples = [{**(s if isinstance(s, dict) else {"src": s}), "src_modality": sm, "tgt": t, "tgt_modality": tm,
+                     "task": k} for s, sm, t, tm, k in pairs]
         return collate(examples, self.model.vocab, max_src_len=cfg.max_src_len,
                        max_tgt_len=cfg.max_tgt_len).to(self.device)
 
@@ -157,7 +195,8 @@ class Evaluator:
                 seqs = self.model.generate(batch.src_tokens, batch.src_mask, batch.src_modality, batch.tgt_modality,
                                            max_len=max(1, max(caps)), strategy=strategy or cfg.decoding,
                                            beam_size=cfg.beam_size, top_p=cfg.top_p, temperature=cfg.temperature,
-                                           generator=gen)
+                                           generator=gen, src_features=batch.src_features, src_rows=batch.src_rows,
+                                           tgt_rows=batch.tgt_rows)
             out.extend(s.detach().cpu().numpy().astype(np.int64) for s in seqs)
         return out
 
@@ -195,6 +234,7 @@ class Evaluator:
         """Metrics of every task on ``dataset`` (a TokenDataset); ``reduce(tensor)`` sums across ranks."""
         metrics: dict[str, float] = {}
         samples: list[Sample] = []
+        dataset = self.source_view(dataset)  # sources as the model reads them (codes or continuous features)
         lengths = dataset.lengths()
         cache: dict[int, dict[str, Any]] = {}
 
@@ -320,9 +360,8 @@ class Evaluator:
                 with_midi = [k for k, it in enumerate(items) if "midi" in it and waves[k].size]
                 f1 = M.NoteF1()
                 if with_midi:
-                    codes = [c.audio.encode(waves[k]) for k in with_midi]
                     amt = get_task("amt")
-                    mids = self.translate(amt, codes)
+                    mids = self.translate(amt, [self._read_back("audio", waves[k], sr) for k in with_midi])
                     f1.update([c.decode("midi", m).value for m in mids],
                               [c.decode("midi", items[k]["midi"]).value for k in with_midi])
                 out["amt_onset_f1"] = float(f1.compute()["onset_f1"])
@@ -343,9 +382,8 @@ class Evaluator:
                 with_lmx = [k for k, it in enumerate(items) if "lmx" in it]
                 ser = M.SymbolErrorRate()
                 if with_lmx:
-                    codes = [c.encode_image(pics[k]) for k in with_lmx]
                     omr = get_task("omr")
-                    lmx = self.translate(omr, codes)
+                    lmx = self.translate(omr, [self._read_back("image", pics[k]) for k in with_lmx])
                     ser.update([c.lmx_tokens(x) for x in lmx], [c.lmx_tokens(items[k]["lmx"]) for k in with_lmx])
                 out["omr_ser"] = float(ser.compute())
             samples += [Sample(task.name, items[k]["key"], "image", pics[k], ref_pics[k])

@@ -141,9 +141,10 @@ def test_decode_budget_config():
     assert load_config(None, ["eval.max_new_tokens=8"]).eval.budget("lmx") == 8
     with pytest.raises(ConfigError, match="eval.decode_budget"):
         load_config(None, ["eval.decode_budget.pdf=3"])
-    for name in ("default", "demo"):  # the shipped eval files
+    for name in ("default", "demo"):  # the shipped eval files: a budget per modality, never one for all
         shipped = compose(EvalConfig, f"eval/{name}.yaml")
-        assert shipped.shuffled_baseline and shipped.max_new_tokens == 0 and shipped.decode_budget == DECODE_BUDGET
+        assert shipped.shuffled_baseline and shipped.max_new_tokens == 0 and set(shipped.decode_budget) == set(DECODE_BUDGET)
+    assert compose(EvalConfig, "eval/default.yaml").decode_budget == DECODE_BUDGET
 
 
 def test_budget_is_capped_at_the_model_limit(tiny_run):
