@@ -1,8 +1,10 @@
 """Encoder inputs that are not codec codes, and 2-D positions of image grids.
 
 * :class:`PixelStem`: score-image pixel patches (the image codec's 16 px grid, column by column) are put back
-  into an image, read by stride-2 convolutions (receptive fields cross patch borders, unlike a per-patch linear
-  map) down to one vector per grid cell, and flattened in the same column-major order.
+  into an image, read by stride-2 convolutions with batch norm (receptive fields cross patch borders, unlike a
+  per-patch linear map) down to one unit-variance vector per grid cell, and flattened in the same column-major
+  order. (Without the normalisation a default-initialised stem's output barely varies between images, and the
+  translator settles for a language model of its targets that ignores its source.)
 * :class:`MelStem`: stacked log-mel frames -> LayerNorm, linear map and a width-3 convolution over time.
 * :class:`GridPositions`: learned row and column embeddings of an image's code/patch grid. A flattened grid of
   height ``H'`` puts cell ``(r, c)`` at position ``c * H' + r``; with ``H'`` varying per crop, "same row, next
@@ -25,11 +27,14 @@ class PixelStem(nn.Module):
         layers: list[nn.Module] = []
         c_in = 1
         for c in channels:
-            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GELU()]
+            layers += [nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.GELU()]
             c_in = c
-        layers.append(nn.Conv2d(c_in, d_model, 3, stride=2, padding=1))
+        layers += [nn.Conv2d(c_in, d_model, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(d_model)]
         self.net = nn.Sequential(*layers)
         self.patch = patch
+        for m in self.net:
+            if isinstance(m, nn.Conv2d):  # variance-keeping init: ink is sparse, a default init drowns it in biases
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
 
     def forward(self, feats: torch.Tensor, rows: Sequence[int], lengths: Sequence[int]) -> torch.Tensor:
         p, n = self.patch, feats.shape[0]
