@@ -31,6 +31,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -278,13 +279,22 @@ class Runner:
         cfg = self.cfg
 
         def run() -> dict[str, Any]:
+            from musicmoe.data.features import FeatureSpec, precompute
             from musicmoe.data.tokenize import format_report, tokenize
 
             report = tokenize(cfg.corpus.out, cfg.tokenize.out, cfg,
                               image_codec=self._codec_for_tokenize("image"),
                               audio_codec=self._codec_for_tokenize("audio"))
             print(format_report(report))
-            return {"out": cfg.tokenize.out, "examples": report["examples"], "streams": report["streams"]}
+            result = {"out": cfg.tokenize.out, "examples": report["examples"], "streams": report["streams"]}
+            spec = FeatureSpec.from_model(cfg.model)
+            if spec.audio and any(t.source == "audio" for t in active_tasks(cfg)):
+                # the log-mel frames the model reads, computed once by parallel processes (a disk cache)
+                feats = precompute(cfg.corpus.out, spec, workers=max(1, os.cpu_count() or 1), progress=False)
+                print(f"log-mel features: {feats['computed']} computed, {feats['cached']} cached, "
+                      f"{len(feats['failed'])} failed")
+                result["mel_features"] = {k: v if k != "failed" else len(v) for k, v in feats.items()}
+            return result
 
         settings = _settings(cfg, lambda k: k.startswith(("tokenize.", "midi_codec.")) and k != "tokenize.workers")
         settings["codecs"] = {k: self.results.get(f"{k} codec", {}).get("codec", "") for k in ("image", "audio")}

@@ -193,7 +193,7 @@ def source_lengths(tokens: Any, features: Any) -> list[dict[str, int]]:
     """``tokens.lengths()`` with the lengths of feature-read source modalities (from the corpus manifest)."""
     from musicmoe.data.features import SourceView
 
-    return SourceView(tokens, features).lengths()
+    return SourceView(tokens, features).source_lengths()
 
 
 class TranslationDataset(Dataset):

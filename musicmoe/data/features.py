@@ -148,8 +148,14 @@ class FeatureSource:
     workers read them instead of recomputing; ``disk_cache=False`` (or a read-only corpus) keeps them in memory only.
     """
 
-    def __init__(self, corpus_dir: str, spec: FeatureSpec, disk_cache: bool = True) -> None:
-        self.corpus_dir, self.spec, self.disk_cache = str(corpus_dir), spec, disk_cache
+    def __init__(self, corpus_dir: str, spec: FeatureSpec, disk_cache: bool = True,
+                 transform: dict[str, Any] | None = None) -> None:
+        """``transform``: modality -> function applied to the decoded media before its features are computed
+        (``image(pixels) -> pixels``, ``audio(wave, sample_rate) -> (wave, sample_rate)``), e.g. a codec's
+        reconstruction; transformed features are never written to the disk cache."""
+        self.corpus_dir, self.spec = str(corpus_dir), spec
+        self.transform = dict(transform or {})
+        self.disk_cache = disk_cache and not self.transform
         self._corpus = None
         self._index: dict[str, int] = {}
         self._cache: dict[tuple[str, str], tuple[np.ndarray, int]] = {}
@@ -201,9 +207,14 @@ class FeatureSource:
         if data is None:
             raise ValueError(f"example {key!r} has no {modality} in the corpus {self.corpus_dir}")
         if modality == "image":
-            value = image_patches(decode_image(data, f"{key}.png"), self.spec.patch)
+            image = decode_image(data, f"{key}.png")
+            if "image" in self.transform:
+                image = self.transform["image"](image)
+            value = image_patches(image, self.spec.patch)
         else:
             wave, sr = decode_audio(data, f"{key}.flac")
+            if "audio" in self.transform:
+                wave, sr = self.transform["audio"](wave, sr)
             value = (self.spec.audio_features(wave, sr), 0)
             if disk is not None:
                 self._save(disk, value[0])
@@ -228,9 +239,10 @@ class FeatureSource:
 
 
 class SourceView:
-    """A token split as the model reads it, for evaluation: ``lengths()`` are source lengths (feature-read
-    modalities measured from the corpus), items carry ``"image_rows"`` (their image grid height, 0 if none),
-    and :meth:`source` gives the ``collate`` fields of a task's source. Other attributes are the split's."""
+    """A token split as the model reads it: :meth:`source_lengths` are lengths as sources (feature-read modalities
+    measured from the corpus; ``lengths()`` stays the token folder's, i.e. lengths as targets), items carry
+    ``"image_rows"`` (their image grid height, 0 if none), and :meth:`source` gives the ``collate`` fields of a
+    task's source. Other attributes are the split's."""
 
     def __init__(self, tokens: Any, features: FeatureSource | None) -> None:
         self.tokens, self.features = tokens, features
@@ -250,6 +262,9 @@ class SourceView:
         return item
 
     def lengths(self) -> list[dict[str, int]]:
+        return self.tokens.lengths()
+
+    def source_lengths(self) -> list[dict[str, int]]:
         lengths = self.tokens.lengths()
         if self.features is None:
             return lengths

@@ -235,7 +235,7 @@ class Evaluator:
         metrics: dict[str, float] = {}
         samples: list[Sample] = []
         dataset = self.source_view(dataset)  # sources as the model reads them (codes or continuous features)
-        lengths = dataset.lengths()
+        lengths, src_lengths = dataset.lengths(), dataset.source_lengths()
         cache: dict[int, dict[str, Any]] = {}
 
         def load(ids: Sequence[int]) -> list[dict[str, Any]]:
@@ -245,8 +245,8 @@ class Evaluator:
             return [cache[i] for i in ids]
 
         for task in tasks:
-            usable = [i for i, rec in enumerate(lengths) if task.source in rec and task.target in rec
-                      and rec[task.target] > 0]
+            usable = [i for i, (rec, src) in enumerate(zip(lengths, src_lengths)) if task.source in src
+                      and task.target in rec and rec[task.target] > 0]
             if not usable:
                 log.warning("eval: no %s example with both %s and %s in %s", task.name, task.source, task.target,
                             getattr(dataset, "split", "?"))
@@ -361,7 +361,8 @@ class Evaluator:
                 f1 = M.NoteF1()
                 if with_midi:
                     amt = get_task("amt")
-                    mids = self.translate(amt, [self._read_back("audio", waves[k], sr) for k in with_midi])
+                    sources = [self._read_back("audio", waves[k], c.audio.sample_rate) for k in with_midi]
+                    mids = self.translate(amt, sources)
                     f1.update([c.decode("midi", m).value for m in mids],
                               [c.decode("midi", items[k]["midi"]).value for k in with_midi])
                 out["amt_onset_f1"] = float(f1.compute()["onset_f1"])

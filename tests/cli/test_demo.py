@@ -1,4 +1,4 @@
-"""``musicmoe demo`` (= ``musicmoe run`` on configs/experiment/demo.yaml) shrunk to three chorales and a few steps
+"""``musicmoe demo`` (= ``musicmoe run`` on configs/experiment/demo.yaml) shrunk to eight folk tunes and a few steps
 per stage: every stage runs on real scores, results.json is written with the demo's learning check, and a rerun
 skips every stage instead of redoing it (``make demo`` is this command at full size)."""
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 DEMO_SHRINK = [
-    "corpus.include=[bach/bwv1.6.mxl,bach/bwv122.6.mxl,bach/bwv136.6.mxl]",  # train, test and valid pieces
+    "corpus.include=[essenFolksong/teste.abc]",  # 8 tunes: train, valid and test pieces
+    "tokenize.max_audio_frames=2250",  # audio codes for every system (the demo keeps only the short ones)
     "image_codec.train.max_steps=4", "image_codec.train.val_every=2",
     "audio_codec.train.max_steps=4", "audio_codec.train.quantizer_warmup_steps=2", "audio_codec.train.val_every=2",
     "trainer.max_steps=8", "trainer.checkpoint_every_n_steps=4", "trainer.log_every_n_steps=1",

@@ -78,14 +78,7 @@ def test_sampler_rejects_empty_tasks():
 
 # ------------------------------------------------------------------------------------- on real token shards
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared training.fixtures module
-from training.fixtures import ensure_codecs, ensure_tokens, tiny_overrides  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tokens_and_codecs(tiny_corpus, tmp_path_factory):
-    base = tmp_path_factory.getbasetemp() / "musicmoe_training"
-    codecs = ensure_codecs(tiny_corpus, base)
-    return ensure_tokens(tiny_corpus, codecs, base), codecs
+from training.fixtures import tiny_overrides  # noqa: E402
 
 
 def _module(tokens, codecs, tmp_path, *extra):

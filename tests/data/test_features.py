@@ -12,14 +12,7 @@ from musicmoe.data.features import FeatureSource, FeatureSpec, image_patches, lo
 from musicmoe.data.shards import Corpus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared training.fixtures module
-from training.fixtures import ensure_codecs, ensure_tokens, tiny_overrides  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tokens_and_codecs(tiny_corpus, tmp_path_factory):
-    base = tmp_path_factory.getbasetemp() / "musicmoe_training"
-    codecs = ensure_codecs(tiny_corpus, base)
-    return ensure_tokens(tiny_corpus, codecs, base), codecs
+from training.fixtures import tiny_overrides  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +85,26 @@ def test_datamodule_serves_pixels_and_mel(tokens_and_codecs, tmp_path):
             if tgt == 0:  # image targets know their grid height
                 assert b.tgt_rows[row] > 0
     assert seen == {0, 3}
+
+
+def test_mel_disk_cache_is_filled_once_and_reused(tiny_corpus, tmp_path):
+    import shutil
+
+    from musicmoe.cli.main import main
+    from musicmoe.data.features import precompute
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus)
+    spec = FeatureSpec(audio=True)
+    assert main(["data", "features", str(corpus), "model.audio_input=mel", "--workers", "2", "--no-progress"]) == 0
+    files = sorted((corpus / "features").rglob("*.npy"))
+    assert len(files) == len(Corpus(corpus)) and files[0].parent.name == spec.key("audio")
+    again = precompute(str(corpus), spec, workers=1, progress=False)
+    assert again["computed"] == 0 and again["cached"] == len(files) and not again["failed"]
+    key = files[0].stem
+    cached = FeatureSource(str(corpus), spec).get(key, "audio")[0]
+    fresh = FeatureSource(str(corpus), spec, disk_cache=False).get(key, "audio")[0]
+    assert np.array_equal(cached, fresh)
+    # a transform (e.g. a codec's reconstruction) changes the features and never touches the cache
+    quiet = FeatureSource(str(corpus), spec, transform={"audio": lambda w, sr: (0.1 * w, sr)}).get(key, "audio")[0]
+    assert not np.array_equal(quiet, fresh) and len(sorted((corpus / "features").rglob("*.npy"))) == len(files)

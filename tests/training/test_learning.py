@@ -14,6 +14,7 @@ import pytest
 
 from musicmoe.cli.demo import loss_trends
 from musicmoe.config import load_config
+from musicmoe.data.tasks import get_task
 from musicmoe.training.run import train
 from training.fixtures import tiny_overrides
 
@@ -48,4 +49,6 @@ def test_loss_falls_for_every_task(tiny_tokens, tiny_codecs, tmp_path):
     trends = loss_trends(tmp_path / "multi" / "tb" / "version_0")
     assert set(trends) == set(tasks)
     for task, (first, last) in trends.items():
-        assert last < first - 1.0, trends  # more than one nat per target token/frame in 40 steps
+        # more than one nat per target token in 40 steps; image/audio losses are per code (mean of 4 codebooks)
+        drop = 0.25 if get_task(task).target in ("image", "audio") else 1.0
+        assert last < first - drop, trends
