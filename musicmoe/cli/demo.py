@@ -1,7 +1,7 @@
-"""``musicmoe demo --out runs/demo``: the whole pipeline on a dozen Bach chorales, on a CPU.
+"""``musicmoe demo --out runs/demo``: the whole pipeline on 633 folk tunes of music21's corpus, on a CPU.
 
 Exactly ``musicmoe run --config experiment/demo.yaml --out DIR`` (see ``musicmoe run --help``): build the
-corpus, train the small image and audio codecs, tokenize, train the tiny multi-task translator, evaluate every
+corpus, train the small image and audio codecs, tokenize, train the small multi-task translator, evaluate every
 task on the test split, print the table and write DIR/results.json.  Each stage is skipped or resumed when its
 output exists, so a rerun continues where it stopped.
 
@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
-
-from musicmoe.cli.run import loss_trends  # noqa: F401  (tests/training/test_learning.py reads trends with it)
 
 DEMO_CONFIG = "experiment/demo.yaml"
 
@@ -47,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     from musicmoe.cli.run import add_run_arguments
 
-    p = sub.add_parser("demo", help="build, tokenize, train and evaluate a tiny model on Bach chorales (CPU)",
+    p = sub.add_parser("demo", help="build, tokenize, train and evaluate a small model on folk tunes (CPU)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p, "runs/demo")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",

@@ -189,30 +189,25 @@ class OnlineImageSource:
         return flatten_codes(self._codec.encode(image))  # type: ignore[union-attr]
 
 
-def source_lengths(tokens: Any, features: Any) -> list[dict[str, int]]:
-    """``tokens.lengths()`` with the lengths of feature-read source modalities (from the corpus manifest)."""
-    from musicmoe.data.features import SourceView
-
-    return SourceView(tokens, features).source_lengths()
-
-
 class TranslationDataset(Dataset):
     """Map-style dataset indexed by ``(stream, item, draw_seed)``: one source/target pair for ``collate``.
 
-    ``tokens[c]`` is corpus ``c``'s token dataset; ``image_sources[c]`` (optional) its online image source;
-    ``features[c]`` (optional) its continuous source features."""
+    ``views[c]`` is corpus ``c``'s token split as the model reads it (a
+    :class:`~musicmoe.data.features.SourceView`); ``image_sources[c]`` (optional) its online image source."""
 
-    def __init__(self, tokens: Sequence[Any], image_sources: Sequence[OnlineImageSource | None] | None = None,
-                 names: Sequence[str] | None = None, features: Sequence[Any] | None = None) -> None:
-        self.tokens = list(tokens)
-        self.image_sources = list(image_sources or [None] * len(self.tokens))
-        self.names = list(names or [""] * len(self.tokens))
-        from musicmoe.data.features import SourceView
+    def __init__(self, views: Sequence[Any], image_sources: Sequence[OnlineImageSource | None] | None = None,
+                 names: Sequence[str] | None = None) -> None:
+        self.views = list(views)
+        self.image_sources = list(image_sources or [None] * len(self.views))
+        self.names = list(names or [""] * len(self.views))
 
-        self.views = [SourceView(t, f) for t, f in zip(self.tokens, features or [None] * len(self.tokens))]
+    @property
+    def tokens(self) -> list[Any]:
+        """Each corpus's token split."""
+        return [v.tokens for v in self.views]
 
     def __len__(self) -> int:
-        return sum(len(t) for t in self.tokens)
+        return sum(len(v) for v in self.views)
 
     def __getitem__(self, index: Index) -> dict[str, Any]:
         stream, item, draw = index
@@ -277,10 +272,11 @@ class TranslationDataModule(pl.LightningDataModule):
         costs: dict[int, list[int]] = {}
         self._tasks_of: list[list[int]] = []
         self.skipped = {}
-        self._features = [self._feature_source(tok) for tok in self._tokens]
+        self._views = [self._source_view(tok) for tok in self._tokens]
         for c, (src, tok) in enumerate(zip(self.sources, self._tokens)):
+            view = self._views[c]
             its, cst, skipped = task_items(tok.lengths(), self.tasks, m.max_src_len, m.max_tgt_len,
-                                           source_lengths(tok, self._features[c]) if self._features[c] else None)
+                                           view.source_lengths() if view.features is not None else None)
             if self.data.max_items:
                 its = {t: v[: self.data.max_items] for t, v in its.items()}
                 cst = {t: v[: self.data.max_items] for t, v in cst.items()}
@@ -313,19 +309,15 @@ class TranslationDataModule(pl.LightningDataModule):
         self.vocab = vocab
         return self._info
 
-    def _feature_source(self, tok: Any) -> Any:
-        """The :class:`~musicmoe.data.features.FeatureSource` of a token folder when the model reads some source
-        modality as continuous features (``model.image_input``/``audio_input``), else ``None``."""
-        from musicmoe.data.features import FeatureSource, FeatureSpec
+    def _source_view(self, tok: Any) -> Any:
+        """A token folder's split as the model reads it: continuous features from its corpus (``data.corpus``, else
+        the one the tokens were made from) when a task's source is read so (``model.image_input``/``audio_input``)."""
+        from musicmoe.data.features import FeatureSpec, SourceView, source_view
 
         spec = FeatureSpec.from_model(self.cfg.model)
-        if not spec.any or not any(spec.uses(t.source) for t in self.tasks):
-            return None
-        corpus = (self.data.corpus if not self.data.sources else "") or str(tok.meta.get("corpus", ""))
-        if not corpus or not Path(corpus).is_dir():
-            raise ValueError(f"model.image_input/audio_input read features from the corpus of {tok.dir}, but its "
-                             f"corpus folder {corpus!r} is missing (set data.corpus)")
-        return FeatureSource(corpus, spec)
+        if not any(spec.uses(t.source) for t in self.tasks):
+            return SourceView(tok, None)
+        return source_view(tok, self.cfg.model, self.data.corpus if not self.data.sources else "")
 
     def _eval_meta(self) -> tuple[str, dict[str, Any]] | None:
         """``data.tokens`` (the folder evaluated on) joins the compatibility check of a mixed run when it exists."""
@@ -383,8 +375,7 @@ class TranslationDataModule(pl.LightningDataModule):
                      pad_to_multiple=self.data.pad_to_multiple)
         workers = self.data.num_workers
         return DataLoader(
-            TranslationDataset(self._tokens, self._image_sources(), [src.name for src in self.sources],
-                               self._features),
+            TranslationDataset(self._views, self._image_sources(), [src.name for src in self.sources]),
             batch_sampler=self.sampler, collate_fn=fn, num_workers=workers, persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init if workers > 0 else None,
         )

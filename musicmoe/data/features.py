@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,11 +52,10 @@ class FeatureSpec:
 
     @classmethod
     def from_model(cls, model_cfg: Any) -> FeatureSpec:
-        return cls(image=getattr(model_cfg, "image_input", "codes") == "pixels",
-                   audio=getattr(model_cfg, "audio_input", "codes") == "mel",
-                   patch=int(getattr(model_cfg, "patch", 16)), mel_bins=int(getattr(model_cfg, "mel_bins", 128)),
-                   mel_hop=int(getattr(model_cfg, "mel_hop", 480)), mel_stack=int(getattr(model_cfg, "mel_stack", 2)),
-                   sample_rate=int(getattr(model_cfg, "feature_sample_rate", 24000)))
+        """The features a :class:`~musicmoe.models.config.ModelConfig` reads."""
+        return cls(image=model_cfg.image_input == "pixels", audio=model_cfg.audio_input == "mel",
+                   patch=model_cfg.patch, mel_bins=model_cfg.mel_bins, mel_hop=model_cfg.mel_hop,
+                   mel_stack=model_cfg.mel_stack, sample_rate=model_cfg.feature_sample_rate)
 
     def uses(self, modality: str) -> bool:
         return (modality == "image" and self.image) or (modality == "audio" and self.audio)
@@ -194,7 +194,7 @@ class FeatureSource:
             return hit
         from musicmoe.data.shards import decode_audio, decode_image
 
-        i, rec = self._record(key)
+        i, _ = self._record(key)
         disk = self._disk_path(key, modality) if modality == "audio" and self.disk_cache else None
         if disk is not None and disk.is_file():
             try:
@@ -221,9 +221,7 @@ class FeatureSource:
         self._cache[(key, modality)] = value
         return value
 
-    def _disk_path(self, key: str, modality: str):
-        from pathlib import Path
-
+    def _disk_path(self, key: str, modality: str) -> Path:
         return Path(self.corpus_dir) / "features" / self.spec.key(modality) / f"{key}.npy"
 
     def _save(self, path, array: np.ndarray) -> None:
@@ -303,9 +301,9 @@ def source_view(tokens: Any, model_cfg: Any, corpus: str = "") -> SourceView:
     features = None
     if spec.any:
         corpus = corpus or str(getattr(tokens, "meta", {}).get("corpus", ""))
-        if not corpus:
-            raise ValueError(f"the model reads {'pixels' if spec.image else 'mel frames'} from the corpus, but "
-                             f"{tokens!r} does not name its corpus folder")
+        if not corpus or not Path(corpus).is_dir():
+            raise ValueError(f"the model reads {'pixels' if spec.image else 'mel frames'} from the corpus of "
+                             f"{tokens!r}, but its corpus folder {corpus!r} is missing (set data.corpus)")
         features = FeatureSource(corpus, spec)
     return SourceView(tokens, features)
 

@@ -141,7 +141,8 @@ class Evaluator:
             if spec.image:
                 feats, rows = image_patches(value, spec.patch)
                 return {"src_features": feats, "src_rows": rows}
-            return {"src": self.codecs.encode_image(value), "src_rows": -(-value.shape[0] // self.codecs.image.cfg.patch)}
+            rows = -(-value.shape[0] // self.codecs.image.cfg.patch)
+            return {"src": self.codecs.encode_image(value), "src_rows": rows}
         if spec.audio:
             return {"src_features": spec.audio_features(value, sample_rate or spec.sample_rate), "src_rows": 0}
         return self.codecs.audio.encode(value)
@@ -149,17 +150,23 @@ class Evaluator:
     def source_view(self, dataset: Any) -> Any:
         """``dataset`` as this model reads it (see :class:`~musicmoe.data.features.SourceView`); kept for
         :meth:`_source`. Continuous features are cached on the dataset, so repeated evaluations compute them once."""
-        from musicmoe.data.features import source_view
+        from musicmoe.data.features import FeatureSpec, SourceView, source_view
 
-        view = getattr(dataset, "_musicmoe_view", None)
-        if view is None:
-            view = source_view(dataset, self.model.config)
+        if isinstance(dataset, SourceView):
+            self.view = dataset
+            return dataset
+        views = getattr(dataset, "_musicmoe_views", None)
+        if views is None:
+            views = {}
             try:
-                dataset._musicmoe_view = view
+                dataset._musicmoe_views = views
             except AttributeError:
                 pass
-        self.view = view
-        return view
+        spec = FeatureSpec.from_model(self.model.config)  # models reading the split differently get their own view
+        if spec not in views:
+            views[spec] = source_view(dataset, self.model.config)
+        self.view = views[spec]
+        return self.view
 
     def budget(self, modality: str) -> int:
         """How many tokens (audio: frames) to generate at most for a ``modality`` target (from the config only)."""

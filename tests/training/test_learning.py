@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from musicmoe.cli.demo import loss_trends
+from musicmoe.cli.run import loss_trends
 from musicmoe.config import load_config
 from musicmoe.data.tasks import get_task
 from musicmoe.training.run import train
