@@ -2,7 +2,8 @@
 
 Besides each metric the table shows its shuffled baseline (every example given another example's source) and the
 source gap, unless ``--no-shuffled-baseline``; generation lengths are the config's per-modality budget
-(``eval.decode_budget``, or ``--max-new-tokens`` for every target).
+(``eval.decode_budget``, or ``--max-new-tokens`` for every target). Each main metric also gets its spread over
+disjoint folds of the held-out pieces (``eval.spread_folds`` / ``--spread-folds``, default 5: median [min, max]).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         record = evaluate_checkpoint(
             args.ckpt, args.split, args.tasks, args.tokens, args.out, args.device, decoding=args.decoding,
             beam_size=args.beam_size, top_p=args.top_p, batch_size=args.batch_size,
-            max_examples=args.max_examples or None, max_new_tokens=args.max_new_tokens,
+            max_examples=args.max_examples or None, max_new_tokens=args.max_new_tokens, spread_folds=args.spread_folds,
             shuffled_baseline=args.shuffled_baseline)
     except (CheckpointError, TokenDataError, ValueError) as err:
         if getattr(args, "verbose", False):
@@ -111,5 +112,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shuffled-baseline", action=argparse.BooleanOptionalAction, default=None,
                    help="also score every task with other examples' sources: <metric>_shuffled and source_gap "
                         "(default: the checkpoint's eval.shuffled_baseline, true unless set off)")
+    p.add_argument("--spread-folds", type=int, help="score each main metric also on N disjoint folds of pieces "
+                   "(median [min, max] column; default: the checkpoint's eval.spread_folds, 5; 0 or 1: off)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.set_defaults(func=run)

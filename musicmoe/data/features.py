@@ -6,7 +6,8 @@ encoder as a float feature array ``(T, F)`` instead of codec codes; targets stay
 * ``image_patches``: a grayscale crop, padded with white to multiples of ``patch`` px, cut into the same
   ``patch`` x ``patch`` grid the image codec uses and flattened column by column (the codes' reading order), so
   position ``t`` is grid cell ``(t % H', t // H')``; values are ink (0 = white, 1 = black) as uint8 ``0..255``.
-* ``log_mel``: log-compressed mel spectrogram frames ``(T, n_mels)`` (float16), ``hop`` samples apart; the
+* ``log_mel``: log-compressed filterbank frames ``(T, n_mels)`` (float16), ``hop`` samples apart, on the mel
+  scale or (``model.mel_scale: log``) in equal log-frequency steps, which resolves the pitch of low notes; the
   encoder reads ``mel_stack`` consecutive frames per position (:meth:`FeatureSpec.audio_features`).
 
 :class:`FeatureSource` reads the clean media of a corpus by example key and caches the features in memory (a
@@ -39,6 +40,14 @@ class FeatureSpec:
     mel_hop: int = 480        # samples at ``sample_rate`` (480 at 24 kHz = 20 ms)
     mel_stack: int = 2        # consecutive frames per position
     sample_rate: int = 24000
+    mel_scale: str = "mel"    # "mel" or "log" filter spacing (see :func:`mel_filterbank`)
+    mel_fmin: float = 30.0
+    mel_fmax: float = 0.0     # 0: sample_rate / 2
+    mel_fft: int = 0          # 0: smallest power of two >= 4 hops
+
+    @property
+    def n_fft(self) -> int:
+        return self.mel_fft or 1 << max(8, math.ceil(math.log2(4 * self.mel_hop)))
 
     def key(self, modality: str) -> str:
         """A short name of the settings that shape ``modality``'s features (the disk cache's folder)."""
@@ -48,6 +57,8 @@ class FeatureSpec:
             text = f"pixels-p{self.patch}"
         else:
             text = f"mel-{self.sample_rate}-{self.mel_bins}-{self.mel_hop}-{self.mel_stack}"
+            if (self.mel_scale, self.mel_fmin, self.mel_fmax, self.mel_fft) != ("mel", 30.0, 0.0, 0):
+                text += f"-{self.mel_scale}-{self.mel_fmin:g}-{self.mel_fmax:g}-{self.n_fft}"
         return f"{text}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
     @classmethod
@@ -55,7 +66,9 @@ class FeatureSpec:
         """The features a :class:`~musicmoe.models.config.ModelConfig` reads."""
         return cls(image=model_cfg.image_input == "pixels", audio=model_cfg.audio_input == "mel",
                    patch=model_cfg.patch, mel_bins=model_cfg.mel_bins, mel_hop=model_cfg.mel_hop,
-                   mel_stack=model_cfg.mel_stack, sample_rate=model_cfg.feature_sample_rate)
+                   mel_stack=model_cfg.mel_stack, sample_rate=model_cfg.feature_sample_rate,
+                   mel_scale=model_cfg.mel_scale, mel_fmin=float(model_cfg.mel_fmin),
+                   mel_fmax=float(model_cfg.mel_fmax), mel_fft=model_cfg.mel_fft)
 
     def uses(self, modality: str) -> bool:
         return (modality == "image" and self.image) or (modality == "audio" and self.audio)
@@ -105,20 +118,30 @@ def patches_to_image(patches: np.ndarray, rows: int, patch: int = 16) -> np.ndar
 
 
 @lru_cache(maxsize=8)
-def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 30.0, fmax: float | None = None
-                   ) -> np.ndarray:
-    """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale, each normalised to unit area."""
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 30.0, fmax: float | None = None,
+                   scale: str = "mel") -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) triangular filters, each normalised to unit area.
+
+    ``scale="mel"``: centres evenly spaced on the HTK mel scale; ``"log"``: evenly spaced in log frequency (a fixed
+    fraction of a semitone apart, as a constant-Q transform), so a pitch shift moves a note's partials by the same
+    number of filters everywhere. A filter narrower than the STFT's bin spacing is widened to span its neighbouring
+    bins, so no filter is empty."""
     fmax = fmax or sample_rate / 2
+    if scale == "mel":
+        def warp(f):
+            return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
 
-    def mel(f):
-        return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
-
-    def hz(m):
-        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
-
-    edges = hz(np.linspace(mel(fmin), mel(fmax), n_mels + 2))
+        def unwarp(m):
+            return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
+    elif scale == "log":
+        warp, unwarp = np.log, np.exp
+    else:
+        raise ValueError(f"mel_filterbank: scale must be 'mel' or 'log', got {scale!r}")
+    edges = unwarp(np.linspace(warp(fmin), warp(fmax), n_mels + 2))
     freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    step = sample_rate / n_fft
+    mid = edges[1:-1, None]
+    lo, hi = np.minimum(edges[:-2, None], mid - step), np.maximum(edges[2:, None], mid + step)
     tri = np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
     return (tri / np.maximum(tri.sum(1, keepdims=True), 1e-8)).astype(np.float32)
 
@@ -131,12 +154,13 @@ def log_mel(wave: np.ndarray, sample_rate: int, spec: FeatureSpec) -> np.ndarray
     if sample_rate != spec.sample_rate:
         n = max(1, round(len(x) * spec.sample_rate / sample_rate))
         x = np.interp(np.linspace(0, len(x) - 1, n), np.arange(len(x)), x).astype(np.float32)
-    n_fft = 1 << max(8, math.ceil(math.log2(4 * spec.mel_hop)))
+    n_fft = spec.n_fft
     t = torch.from_numpy(x)
     stft = torch.stft(t, n_fft, hop_length=spec.mel_hop, window=torch.hann_window(n_fft), center=True,
                       return_complex=True)
     power = torch.view_as_real(stft).pow(2).sum(-1)  # (n_fft // 2 + 1, T)
-    mel = torch.from_numpy(mel_filterbank(spec.sample_rate, n_fft, spec.mel_bins)) @ power
+    fb = mel_filterbank(spec.sample_rate, n_fft, spec.mel_bins, spec.mel_fmin, spec.mel_fmax or None, spec.mel_scale)
+    mel = torch.from_numpy(fb) @ power
     return torch.log(mel.T + 1e-6).numpy().astype(np.float16)
 
 

@@ -52,6 +52,10 @@ class ModelConfig:
     audio_input: str = "codes"  # "codes" (audio codec) or "mel" (log-mel frames read by a small conv stem)
     patch: int = 16  # pixel patch size = the image codec's patch (one encoder position per grid cell)
     mel_bins: int = 128
+    mel_scale: str = "mel"  # filter spacing: "mel" (HTK mel) or "log" (equal steps in log frequency, as a CQT)
+    mel_fmin: float = 30.0  # lowest filter edge (Hz)
+    mel_fmax: float = 0.0  # highest filter edge (Hz); 0 = half the feature sample rate
+    mel_fft: int = 0  # STFT size (samples); 0 = the smallest power of two >= 4 hops (2048 at a 480-sample hop)
     mel_hop: int = 480  # samples at feature_sample_rate between mel frames (480 at 24 kHz = 20 ms)
     mel_stack: int = 2  # consecutive mel frames per encoder position (2 x 20 ms = 40 ms)
     feature_sample_rate: int = 24000
@@ -111,6 +115,15 @@ class ModelConfig:
             err("image_input", f"must be 'codes' or 'pixels', got {self.image_input!r}")
         if self.audio_input not in ("codes", "mel"):
             err("audio_input", f"must be 'codes' or 'mel', got {self.audio_input!r}")
+        if self.mel_scale not in ("mel", "log"):
+            err("mel_scale", f"must be 'mel' or 'log', got {self.mel_scale!r}")
+        nyquist = self.feature_sample_rate / 2
+        if not 0 < self.mel_fmin < (self.mel_fmax or nyquist) <= nyquist:
+            err("mel_fmin", f"need 0 < mel_fmin < mel_fmax <= {nyquist:g} Hz (half feature_sample_rate), got "
+                f"mel_fmin={self.mel_fmin}, mel_fmax={self.mel_fmax}")
+        if not isinstance(self.mel_fft, int) or isinstance(self.mel_fft, bool) or (
+                self.mel_fft and self.mel_fft < self.mel_hop):
+            err("mel_fft", f"must be 0 (automatic) or an integer >= mel_hop ({self.mel_hop}), got {self.mel_fft!r}")
         for key in ("patch", "mel_bins", "mel_hop", "mel_stack", "feature_sample_rate", "max_grid_rows",
                     "max_grid_cols"):
             value = getattr(self, key)

@@ -134,6 +134,11 @@ class EvalConfig:
     per target token; ~0 for a model that ignores its input) and the target's main metrics as ``<name>_shuffled``
     (the language-model-only baseline; its generations double the decoding time).
 
+    ``spread_folds`` (> 1; single-process evaluation only, as ``musicmoe eval`` and ``musicmoe run``): the evaluated
+    examples are also split into that many disjoint folds by piece (a hash of the piece id, so a piece's systems stay
+    together) and each target's main metric is scored per fold: ``<name>_fold_median``, ``_fold_min`` and
+    ``_fold_max``, the spread of the figure over held-out subsets.
+
     Decoding budget (generated tokens, or frames for audio) per target modality: ``decode_budget`` (merged over
     the defaults, so ``eval.decode_budget.lmx=512`` changes one entry), or one ``max_new_tokens`` for every target
     when it is > 0.  Never the reference's length; always capped at the model's ``max_tgt_len - 2``.  The
@@ -155,6 +160,7 @@ class EvalConfig:
     decode_budget: dict[str, int] = field(default_factory=lambda: dict(DECODE_BUDGET))
     roundtrip: bool = True  # score generated audio with the model's own amt, generated images with its own omr
     shuffled_baseline: bool = True  # also score every task with other examples' sources (see above)
+    spread_folds: int = 5  # > 1: the main metrics also on that many disjoint folds of pieces (see above)
     log_examples: int = 2
 
     def budget(self, modality: str) -> int:

@@ -67,6 +67,20 @@ SHUFFLED_METRICS = {
 # Metrics where a higher value is better (the others, loss included, are better lower).
 HIGHER_IS_BETTER = {"onset_f1", "onset_offset_f1", "chroma_similarity", "amt_onset_f1", "token_accuracy"}
 SHUFFLED = "_shuffled"
+# Per-fold spread of the first main metric of each target (``eval.spread_folds``): ``<name>_fold_<stat>``.
+FOLD_STATS = ("median", "min", "max")
+
+
+def piece_of(key: str) -> str:
+    """The piece an example key belongs to (corpus keys are ``<piece>__s<system>``)."""
+    return key.rsplit("__", 1)[0]
+
+
+def fold_of(key: str, folds: int) -> int:
+    """A stable fold of an example's piece (the same on every machine and run)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha1(piece_of(key).encode()).digest()[:4], "big") % folds
 
 
 def metric_names(task: Task, shuffled: bool = False) -> list[str]:
@@ -325,6 +339,25 @@ class Evaluator:
         acc.update(preds, refs)
         return {"token_accuracy": float(acc.compute())}
 
+    def _fold_spread(self, modality: str, items: list[dict[str, Any]], preds: list[Any],
+                     refs: list[Any]) -> dict[str, float]:
+        """``<name>_fold_{median,min,max}`` of the target's first main metric over ``eval.spread_folds`` folds of
+        pieces (see :class:`~musicmoe.training.config.EvalConfig`); empty when off, distributed, or under 2 folds
+        hold examples."""
+        folds = self.cfg.spread_folds
+        if folds < 2 or not items or (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return {}
+        name = SHUFFLED_METRICS[modality][0]
+        groups: dict[int, list[int]] = {}
+        for k, it in enumerate(items):
+            groups.setdefault(fold_of(str(it.get("key", k)), folds), []).append(k)
+        if len(groups) < 2:
+            return {}
+        values = [self._main_scores(modality, [preds[k] for k in ks], [refs[k] for k in ks])[name]
+                  for ks in groups.values()]
+        return {f"{name}_fold_median": float(np.median(values)), f"{name}_fold_min": float(min(values)),
+                f"{name}_fold_max": float(max(values))}
+
     def _generation_metrics(self, task: Task, items: list[dict[str, Any]], grids: list[tuple[int, int] | None],
                             keep: int, shuffled: Sequence[Any] | None = None) -> tuple[dict[str, float], list[Sample]]:
         """Generation metrics of ``items``; with ``shuffled`` (other examples' sources, one per item) also the
@@ -341,6 +374,7 @@ class Evaluator:
         preds = self.translate(task, [self._source(it, task) for it in items]) if items else []
         dec_preds, dec_refs = self._decoded(task.target, preds), self._decoded(task.target, refs)
         out.update(self._main_scores(task.target, dec_preds, dec_refs))
+        out.update(self._fold_spread(task.target, items, dec_preds, dec_refs))
         if shuffled is not None:
             if len(shuffled) != len(items):
                 raise ValueError(f"{len(shuffled)} shuffled sources for {len(items)} examples")
@@ -459,11 +493,13 @@ def format_table(metrics: dict[str, float]) -> str:
     rows: dict[tuple[str, str], None] = {}
     for key in metrics:
         task, _, name = key.partition("/")
-        if not name or name == "source_gap":
+        if not name or name == "source_gap" or "_fold_" in name:
             continue
         rows[task, name.removesuffix(SHUFFLED)] = None
     with_base = any(k.endswith(SHUFFLED) for k in metrics)
-    header = ["task", "metric", "value"] + (["shuffled", "source gap"] if with_base else [])
+    with_folds = any("_fold_" in k for k in metrics)
+    header = (["task", "metric", "value"] + (["shuffled", "source gap"] if with_base else [])
+              + (["folds: median [min, max]"] if with_folds else []))
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for task, name in rows:
         value, base = metrics.get(f"{task}/{name}"), metrics.get(f"{task}/{name}{SHUFFLED}")
@@ -473,10 +509,16 @@ def format_table(metrics: dict[str, float]) -> str:
             if gap is None and value is not None and base is not None:
                 gap = source_benefit(name, value, base)
             cells += [_cell(base), _cell(gap)]
+        if with_folds:
+            med = metrics.get(f"{task}/{name}_fold_median")
+            cells.append("" if med is None else f"{_cell(med)} [{_cell(metrics.get(f'{task}/{name}_fold_min'))}, "
+                                                 f"{_cell(metrics.get(f'{task}/{name}_fold_max'))}]")
         lines.append("| " + " | ".join(cells) + " |")
     if with_base:
         lines.append("\nshuffled: every example given another example's source (the language-model-only baseline); "
                      "source gap > 0: the true source helps")
+    if with_folds:
+        lines.append("folds: the metric on disjoint folds of the evaluated pieces (its spread over held-out subsets)")
     return "\n".join(lines)
 
 

@@ -60,6 +60,40 @@ def test_log_mel_puts_a_tone_in_its_band():
         assert abs(peak - freq) < 0.1 * freq
 
 
+def test_log_frequency_filters_resolve_semitones_where_mel_filters_cannot():
+    """``mel_scale: log`` (folk AMT): neighbouring semitones of a low note peak in different filters, and the
+    filters of one note's octave sit the same number of filters apart at every pitch."""
+    mel_spec = FeatureSpec(audio=True)
+    log_spec = FeatureSpec(audio=True, mel_bins=192, mel_scale="log", mel_fmin=50.0, mel_fmax=8000.0, mel_fft=4096)
+    assert log_spec.key("audio") != mel_spec.key("audio")  # separate disk caches
+    sr = log_spec.sample_rate
+    t = np.arange(sr) / sr
+
+    def peak(spec, freq):
+        return int(log_mel(0.3 * np.sin(2 * np.pi * freq * t), sr, spec).astype(np.float32)[5:-5].mean(0).argmax())
+
+    low = [110.0 * 2 ** (k / 12) for k in range(4)]  # A2, A#2, B2, C3
+    assert len({peak(log_spec, f) for f in low}) == 4
+    assert len({peak(mel_spec, f) for f in low}) < 4
+    octave = [peak(log_spec, 2 * f) - peak(log_spec, f) for f in (110.0, 220.0, 440.0)]
+    assert max(octave) - min(octave) <= 1
+    fb = mel_filterbank(sr, 4096, 192, 50.0, 8000.0, "log")
+    assert (fb.sum(1) > 0.99).all()  # every filter covers at least one STFT bin
+    with pytest.raises(ValueError, match="scale"):
+        mel_filterbank(sr, 4096, 192, 50.0, 8000.0, "bark")
+
+
+def test_model_config_rejects_bad_filterbank_settings():
+    from musicmoe.models.config import ModelConfig
+
+    with pytest.raises(ValueError, match="mel_scale"):
+        ModelConfig(audio_input="mel", mel_scale="cqt")
+    with pytest.raises(ValueError, match="mel_fmin"):
+        ModelConfig(audio_input="mel", mel_fmin=9000.0, mel_fmax=8000.0)
+    with pytest.raises(ValueError, match="mel_fft"):
+        ModelConfig(audio_input="mel", mel_fft=100)
+
+
 def test_datamodule_serves_pixels_and_mel(tokens_and_codecs, tmp_path):
     from musicmoe.config import load_config
     from musicmoe.data.datamodule import TranslationDataModule

@@ -178,3 +178,36 @@ def test_training_logs_the_baselines_to_tensorboard(tiny_tokens, tiny_codecs, tm
         assert 2 in tags[f"eval/omr/{name}"], name
     record = json.loads((tmp_path / "tb" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["omr/source_gap"] == pytest.approx(record["omr/loss_shuffled"] - record["omr/loss"])
+
+
+def test_fold_spread_scores_disjoint_folds_of_pieces(tiny_run, tiny_tokens):
+    from musicmoe.metrics import SymbolErrorRate
+    from musicmoe.training.evaluate import fold_of, piece_of
+
+    model, hp = load_model(tiny_run)
+    codecs = CodecSet(hp["codecs"])
+    ds = TokenDataset(tiny_tokens, "train")
+    omr = get_task("omr")
+    cfg = EvalConfig(max_examples=len(ds), loss_examples=1, spread_folds=3, shuffled_baseline=False,
+                     decode_budget={"lmx": 24})
+    ev = Evaluator(model, codecs, cfg, hp["tasks"])
+    metrics, _ = ev.evaluate(ds, [omr])
+    items = [ev.view[i] for i in range(len(ds)) if "image" in ev.view[i] and "lmx" in ev.view[i]]
+    preds = ev.translate(omr, [ev._source(it, omr) for it in items])
+    folds: dict[int, list[int]] = {}
+    for k, it in enumerate(items):
+        assert fold_of(it["key"], 3) == fold_of(piece_of(it["key"]) + "__s999", 3)  # a piece stays in one fold
+        folds.setdefault(fold_of(it["key"], 3), []).append(k)
+    assert len(folds) >= 2
+    per_fold = []
+    for ks in folds.values():
+        ser = SymbolErrorRate()
+        ser.update([codecs.lmx_tokens(preds[k]) for k in ks], [codecs.lmx_tokens(items[k]["lmx"]) for k in ks])
+        per_fold.append(float(ser.compute()))
+    assert metrics["omr/ser_fold_min"] == pytest.approx(min(per_fold))
+    assert metrics["omr/ser_fold_max"] == pytest.approx(max(per_fold))
+    assert metrics["omr/ser_fold_min"] <= metrics["omr/ser_fold_median"] <= metrics["omr/ser_fold_max"]
+    table = format_table(metrics)
+    assert "folds: median [min, max]" in table and f"[{metrics['omr/ser_fold_min']:.4g}," in table
+    off = Evaluator(model, codecs, EvalConfig(**{**cfg.__dict__, "spread_folds": 0}), hp["tasks"])
+    assert not any("_fold_" in k for k in off.evaluate(ds, [omr])[0])
