@@ -64,6 +64,9 @@ class ModelConfig:
     grid_positions: bool = True
     max_grid_rows: int = 32
     max_grid_cols: int = 512
+    # auxiliary CTC on the encoder for single-codebook targets (lmx, midi): hybrid CTC/attention training
+    ctc_weight: float = 0.0  # > 0: add ctc_weight x the CTC loss (per target token) to the training loss
+    ctc_upsample: int = 2  # label slots per source position (a system's LMX can be longer than its patch grid)
     # decoder feed-forward: mixture of experts grouped by target modality
     experts_per_modality: int = 1
     top_k: int = 0  # 0 = hard routing by target modality only (needs experts_per_modality == 1)
@@ -115,6 +118,10 @@ class ModelConfig:
             err("image_input", f"must be 'codes' or 'pixels', got {self.image_input!r}")
         if self.audio_input not in ("codes", "mel"):
             err("audio_input", f"must be 'codes' or 'mel', got {self.audio_input!r}")
+        if not self.ctc_weight >= 0:
+            err("ctc_weight", f"must be >= 0, got {self.ctc_weight!r}")
+        if not isinstance(self.ctc_upsample, int) or isinstance(self.ctc_upsample, bool) or self.ctc_upsample < 1:
+            err("ctc_upsample", f"must be a positive integer, got {self.ctc_upsample!r}")
         if self.mel_scale not in ("mel", "log"):
             err("mel_scale", f"must be 'mel' or 'log', got {self.mel_scale!r}")
         nyquist = self.feature_sample_rate / 2

@@ -14,8 +14,13 @@ embedding (the task token) + positions (rotary in self-attention, or a learned t
 Target side: BOS frame first; loss = cross-entropy averaged over a frame's codebooks ("nats per code"), averaged
 over all predicted target tokens/frames of the batch (PAD ignored; the training module can instead weight each
 task's mean explicitly, ``optim.loss_norm``), + ``aux_loss_weight * aux + z_loss_weight * z``
-(router losses averaged over MoE layers, only with ``top_k >= 1``). Every parameter takes part in the loss of
-every batch (heads of absent target modalities with weight 0), so DDP needs no ``find_unused_parameters``.
+(router losses averaged over MoE layers, only with ``top_k >= 1``), + ``ctc_weight * ctc`` with ``model.ctc_weight
+> 0``: a linear head per single-codebook target modality (lmx, midi) reads the encoder output and emits
+``ctc_upsample`` label distributions per source position; its CTC loss (PAD id = blank, per target token, averaged
+over rows) ties each target token to a stretch of the source, so the decoder's cross-attention finds its place
+sooner (hybrid CTC/attention training as in speech recognition). Generation never uses the CTC heads.
+Every parameter takes part in the loss of every batch (heads of absent target modalities with weight 0), so DDP
+needs no ``find_unused_parameters``.
 
 Host-device syncs: a batch from ``collate`` carries a :class:`~musicmoe.models.batch.BatchInfo` (per-row
 lengths, modalities and tasks on the host). ``forward`` then groups the rows by target modality (a device
@@ -173,6 +178,11 @@ class Translator(nn.Module):
                 self.heads[spec.name] = DepthDecoder(spec, cfg)
             else:
                 self.heads[spec.name] = OutputHead(d, spec.codebooks, spec.table_size, cfg.tie_embeddings)
+        self.ctc_heads = nn.ModuleDict()  # auxiliary CTC on the encoder (model.ctc_weight > 0)
+        if cfg.ctc_weight > 0:
+            for spec in vocab:
+                if not spec.multi_codebook:
+                    self.ctc_heads[spec.name] = nn.Linear(d, cfg.ctc_upsample * spec.table_size)
         self.register_buffer("_pad", torch.tensor([s.pad_id for s in vocab]), persistent=False)
         self.register_buffer("_bos", torch.tensor([s.bos_id for s in vocab]), persistent=False)
         self.register_buffer("_eos", torch.tensor([s.eos_id for s in vocab]), persistent=False)
@@ -539,6 +549,9 @@ class Translator(nn.Module):
         loss = ce_loss
         if cfg.top_k > 0:
             loss = loss + cfg.aux_loss_weight * aux + cfg.z_loss_weight * z
+        ctc = self._ctc_loss(memory, mem_mask, batch) if len(self.ctc_heads) else None
+        if ctc is not None:
+            loss = loss + cfg.ctc_weight * ctc
 
         def split(key: torch.Tensor, values: Sequence[int] | None) -> dict[int, torch.Tensor]:
             """CE per value of the row ``key``; ``values``: its distinct values (>= 0, sorted) known on the host."""
@@ -557,6 +570,8 @@ class Translator(nn.Module):
         mods = None if host is None else [m for m, r in enumerate(host.rows_per_modality) if r]
         per_mod = {MODALITIES[k]: v for k, v in split(batch.tgt_modality, mods).items()}
         metrics: dict[str, torch.Tensor] = {"ce_loss": ce_loss.detach(), "tokens": n_total.detach()}
+        if ctc is not None:
+            metrics["ctc_loss"] = ctc.detach()
         if stats:
             metrics["moe/aux_loss"] = aux.detach()
             metrics["moe/z_loss"] = z.detach()
@@ -571,6 +586,33 @@ class Translator(nn.Module):
                     metrics[f"moe/load/{gname}/{e}"] = load[g, e].detach()
         return ModelOutput(loss=loss, ce_loss=ce_loss, loss_per_task=per_task, loss_per_modality=per_mod,
                            metrics=metrics, moe_stats=stats, logits=logits_out if return_logits else None)
+
+    def _ctc_loss(self, memory: torch.Tensor, mem_mask: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Auxiliary CTC loss of the rows with a single-codebook target (see the module docstring): per target
+        token, averaged over those rows; 0 (with zero gradients for every CTC head) when the batch has none."""
+        up = self.config.ctc_upsample
+        content = (batch.tgt_mask.sum(1) - 2).clamp_min(0)  # target tokens between BOS and EOS
+        src_len = mem_mask.sum(1) * up
+        per_row: list[torch.Tensor] = []
+        unused = memory.new_zeros((), dtype=torch.float32)
+        for name, head in self.ctc_heads.items():
+            m = modality_index(name)
+            rows = (batch.tgt_modality == m).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                unused = unused + 0.0 * sum(p.sum() for p in head.parameters())
+                continue
+            spec = self.vocab[m]
+            logits = head(memory.index_select(0, rows)).float()
+            n, s = logits.shape[:2]
+            logp = logits.view(n, s * up, spec.table_size).log_softmax(-1).transpose(0, 1)  # (S * up, n, V)
+            targets = batch.tgt_tokens.index_select(0, rows)[:, 1:, 0]
+            lengths = content.index_select(0, rows)
+            loss = F.ctc_loss(logp, targets, src_len.index_select(0, rows), lengths, blank=spec.pad_id,
+                              reduction="none", zero_infinity=True)
+            per_row.append(loss / lengths.clamp_min(1))
+        if not per_row:
+            return unused
+        return torch.cat(per_row).mean() + unused
 
     # --- generation --------------------------------------------------------------------------------------
     @torch.no_grad()

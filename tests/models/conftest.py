@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
+from musicmoe.data.features import image_patches
 from musicmoe.models import MODALITIES, ModelConfig, VocabSpec, collate
 
 # small but distinct sizes so that mixing up modalities or codebook counts shows up as an error
@@ -48,12 +50,39 @@ MIXED_PAIRS = [("image", "lmx"), ("audio", "midi"), ("image", "audio"), ("lmx", 
 ALL_PAIRS = [(s, t) for s in MODALITIES for t in MODALITIES]
 
 
+def staff_image(width: int = 200, seed: int = 0) -> np.ndarray:
+    """A five-line staff with a few filled noteheads (white background, uint8)."""
+    rng = np.random.default_rng(seed)
+    img = np.full((44, width), 255, dtype=np.uint8)
+    for k in range(5):
+        img[12 + 4 * k, :] = 0
+    for x in rng.integers(10, width - 10, 6):
+        y = int(rng.integers(10, 30))
+        img[y - 2: y + 2, x - 3: x + 3] = 0
+    return img
+
+
+def pixel_examples() -> list[dict]:
+    """Three image -> lmx rows (pixel patches of staff images, random LMX ids) and one audio -> midi row (mel)."""
+    vocab = TINY_VOCAB
+    out = []
+    for i, width in enumerate((200, 120, 170)):
+        patches, rows = image_patches(staff_image(width, seed=i), 16)
+        out.append({"src_features": patches, "src_rows": rows, "src_modality": "image",
+                    "tgt": torch.randint(0, vocab["lmx"].vocab_size, (5 + i,)), "tgt_modality": "lmx", "task": 0})
+    mel = np.random.default_rng(0).normal(size=(23, 32)).astype(np.float16)
+    out.append({"src_features": mel, "src_modality": "audio", "tgt": torch.randint(0, vocab["midi"].vocab_size, (6,)),
+                "tgt_modality": "midi", "task": 1})
+    return out
 
 
 @pytest.fixture
 def mt() -> SimpleNamespace:
-    """The model-test kit: ``VOCAB``, ``config(**overrides)``, ``examples(pairs, ...)``, ``MIXED``, ``ALL``."""
+    """The model-test kit: ``VOCAB``, ``config(**overrides)``, ``examples(pairs, ...)``, ``MIXED``, ``ALL``,
+    ``staff_image(width, seed)``, ``pixel_examples()`` (three image -> lmx rows of pixel patches, one audio -> midi
+    row of mel frames)."""
     return SimpleNamespace(VOCAB=TINY_VOCAB, config=tiny_config, examples=make_examples, MIXED=MIXED_PAIRS,
+                           staff_image=staff_image, pixel_examples=pixel_examples,
                            ALL=ALL_PAIRS, collate=lambda examples, **kw: collate(examples, TINY_VOCAB, **kw))
 
 

@@ -8,22 +8,10 @@ from musicmoe.models import Translator
 from musicmoe.models.inputs import GridPositions, PixelStem
 
 
-def _staff_image(width: int = 200, seed: int = 0) -> np.ndarray:
-    """A five-line staff with a few filled noteheads (white background, uint8)."""
-    rng = np.random.default_rng(seed)
-    img = np.full((44, width), 255, dtype=np.uint8)
-    for k in range(5):
-        img[12 + 4 * k, :] = 0
-    for x in rng.integers(10, width - 10, 6):
-        y = int(rng.integers(10, 30))
-        img[y - 2: y + 2, x - 3: x + 3] = 0
-    return img
-
-
-def test_pixel_stem_keeps_the_column_major_grid():
+def test_pixel_stem_keeps_the_column_major_grid(mt):
     torch.manual_seed(0)
     stem = PixelStem([4, 4, 4], 8, 16).eval()
-    img = _staff_image()
+    img = mt.staff_image()
     patches, rows = image_patches(img, 16)
     feats = torch.from_numpy(patches / 255.0).float()[None]
     with torch.no_grad():
@@ -48,23 +36,10 @@ def test_grid_positions_rows_and_columns():
     assert torch.allclose(same_row[0], same_row[1])
 
 
-def _pixel_examples(mt):
-    vocab = mt.VOCAB
-    out = []
-    for i, width in enumerate((200, 120, 170)):
-        patches, rows = image_patches(_staff_image(width, seed=i), 16)
-        out.append({"src_features": patches, "src_rows": rows, "src_modality": "image",
-                    "tgt": torch.randint(0, vocab["lmx"].vocab_size, (5 + i,)), "tgt_modality": "lmx", "task": 0})
-    mel = np.random.default_rng(0).normal(size=(23, 32)).astype(np.float16)
-    out.append({"src_features": mel, "src_modality": "audio", "tgt": torch.randint(0, vocab["midi"].vocab_size, (6,)),
-                "tgt_modality": "midi", "task": 1})
-    return out
-
-
 def test_feature_rows_are_independent_of_their_batch(mt):
     model = Translator(mt.config(image_input="pixels", audio_input="mel", mel_bins=16, mel_stack=2,
                                  stem_channels=[4, 4, 4], max_src_len=256), mt.VOCAB).eval()
-    examples = _pixel_examples(mt)
+    examples = mt.pixel_examples()
     batch = mt.collate(examples)
     assert batch.src_features.shape[2] == 256 and batch.src_rows.tolist()[3] == 0
     with torch.no_grad():
@@ -81,7 +56,7 @@ def test_feature_rows_are_independent_of_their_batch(mt):
 
 def test_sources_change_the_output_and_generation_reads_features(mt):
     model = Translator(mt.config(image_input="pixels", stem_channels=[4, 4, 4], max_src_len=256), mt.VOCAB).eval()
-    examples = _pixel_examples(mt)[:2]
+    examples = mt.pixel_examples()[:2]
     batch = mt.collate(examples)
     with torch.no_grad():
         base = model(batch).ce_loss
