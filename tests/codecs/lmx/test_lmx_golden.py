@@ -16,19 +16,15 @@ from musicmoe.codecs.lmx import (
     read_lmx,
 )
 
-REPO = Path(__file__).resolve().parents[3]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "lmx-olimpic"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "lmx-olimpic"  # vendored; see its README.md
 NAMES = ["basics_grandstaff", "basics_note_types", "basics_one_empty_measure",
          "tuplets_simple_2345", "tuplets_simple_67", "tuplets_simple_89"]
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"golden fixtures folder {FIXTURES} is absent")
 
 
-@needs_fixtures
 def test_all_six_fixtures_present():
     assert sorted(p.stem for p in FIXTURES.glob("*.musicxml")) == sorted(NAMES)
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", NAMES)
 def test_golden_tokens(name):
     expected = read_lmx(FIXTURES / f"{name}.lmx")
@@ -40,7 +36,6 @@ def test_golden_tokens(name):
     assert linearize_part(root.find("part")) == expected == linearize_score(root)
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", NAMES)
 def test_golden_delinearize_roundtrip(name):
     expected = read_lmx(FIXTURES / f"{name}.lmx")
@@ -48,7 +43,6 @@ def test_golden_delinearize_roundtrip(name):
     assert linearize_score(parse_musicxml_bytes(xml.encode())) == expected
 
 
-@needs_fixtures
 def test_window_restates_key_and_clefs_not_time():
     root = load_musicxml(FIXTURES / "basics_grandstaff.musicxml")
     part = root.find("part")
@@ -61,7 +55,6 @@ def test_window_restates_key_and_clefs_not_time():
     assert linearize_part(part, (0, 0)) + second[:1] + second[6:] == linearize_part(part)
 
 
-@needs_fixtures
 def test_measure_window_is_element_index_not_number():
     root = load_musicxml(FIXTURES / "basics_note_types.musicxml")
     part = root.find("part")

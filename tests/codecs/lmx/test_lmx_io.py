@@ -21,9 +21,7 @@ from musicmoe.codecs.lmx import (
     system_breaks,
 )
 
-REPO = Path(__file__).resolve().parents[3]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "lmx-olimpic"
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"golden fixtures folder {FIXTURES} is absent")
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "lmx-olimpic"  # vendored; see its README.md
 CONTAINER = ('<?xml version="1.0" encoding="UTF-8"?><container><rootfiles>'
              '<rootfile full-path="{name}" media-type="application/vnd.recordare.musicxml+xml"/>'
              '</rootfiles></container>')
@@ -37,7 +35,6 @@ def _mxl(path: Path, xml: bytes, inner: str = "score/piece.xml") -> Path:
     return path
 
 
-@needs_fixtures
 def test_mxl_and_xml_load_the_same(tmp_path):
     src = FIXTURES / "tuplets_simple_2345.musicxml"
     mxl = _mxl(tmp_path / "piece.mxl", src.read_bytes())
@@ -47,7 +44,6 @@ def test_mxl_and_xml_load_the_same(tmp_path):
     assert linearize_file(plain) == linearize_file(src)
 
 
-@needs_fixtures
 def test_truncated_mxl_raises_naming_file(tmp_path):
     mxl = _mxl(tmp_path / "piece.mxl", (FIXTURES / "basics_grandstaff.musicxml").read_bytes())
     cut = tmp_path / "cut.mxl"
@@ -81,7 +77,6 @@ def test_broken_xml_timewise_and_missing_file(tmp_path):
         load_musicxml(tmp_path / "nothere.mxl")
 
 
-@needs_fixtures
 def test_system_breaks_split_and_each_system_is_self_contained(tmp_path):
     root = load_musicxml(FIXTURES / "basics_note_types.musicxml")
     assert system_breaks(root) == [(0, 2)]
