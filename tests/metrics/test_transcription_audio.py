@@ -3,6 +3,7 @@
 import copy
 import io
 
+import music21
 import numpy as np
 import pretty_midi
 import pytest
@@ -13,7 +14,6 @@ from musicmoe.metrics import ChromaSimilarity, MelDistance, NoteF1, TokenAccurac
 
 @pytest.fixture(scope="module")
 def chorale_midi():
-    music21 = pytest.importorskip("music21")
     score = music21.corpus.parse("bach/bwv66.6")
     mf = music21.midi.translate.streamToMidiFile(score)
     return pretty_midi.PrettyMIDI(io.BytesIO(mf.writestr()))

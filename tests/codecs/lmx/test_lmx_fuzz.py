@@ -5,13 +5,12 @@ from __future__ import annotations
 import random
 import xml.etree.ElementTree as ET
 
+import music21
 import pytest
+import verovio
 
 from musicmoe.codecs.lmx import Vocabulary, delinearize, delinearize_with_report, linearize_score, load_musicxml
 from musicmoe.codecs.lmx.roundtrip import piece_windows
-
-music21 = pytest.importorskip("music21")
-verovio = pytest.importorskip("verovio")
 
 JUNK = ["", "measure:", "C10", "H4", "voice:", "voice:x", "staff:0", "staff:99", "key:fifths:12", "beats:0",
         "beat-type:0", "0in3", "3in0", "clef:G9", "clef:X2", "<unk>", "<pad>", "tremolo:double", "dot dot",

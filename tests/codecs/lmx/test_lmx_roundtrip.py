@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+import music21
 import pytest
+import verovio
 
 from musicmoe.codecs.lmx import (
     Vocabulary,
@@ -17,9 +19,6 @@ from musicmoe.codecs.lmx import (
     parse_musicxml_bytes,
 )
 from musicmoe.codecs.lmx.roundtrip import corpus_pieces, piece_windows, roundtrip_piece
-
-music21 = pytest.importorskip("music21")
-verovio = pytest.importorskip("verovio")
 
 N_PIECES = 50
 WINDOWS_PER_PIECE = 3  # first, middle and last system of each piece
