@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo lint test test-fast clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,7 +22,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/musicmoe demo --out $(DEMO_DIR)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check musicmoe tests experiments
+
+# lint first: a style or import error fails the run before the (long) test suite starts
+test: lint
 	$(BIN)/python -m pytest -q tests
 
 test-fast: $(STAMP)

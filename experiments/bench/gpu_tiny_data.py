@@ -31,9 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-corpus", action="store_true", help="keep OUT/corpus (not needed for training)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests"))
-    from training.fixtures import ensure_codecs, ensure_tokens  # the test suite's recipe
-
     from musicmoe.cli.main import main as cli
+    from training.fixtures import ensure_codecs, ensure_tokens  # the test suite's recipe
 
     out: Path = args.out
     corpus = out / "corpus"

@@ -14,7 +14,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = 
         "--config", "-c", default=default,
         help="YAML config (a path, or relative to configs/), e.g. experiment/demo.yaml",
     )
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. trainer.max_steps=100")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides, e.g. trainer.max_steps=100")
 
 
 def config_from_args(args: argparse.Namespace, extra: list[str] | None = None):

@@ -23,7 +23,8 @@ from musicmoe.data.build.config import CorpusConfig
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("musicmoe.data.tokenize", "musicmoe.data.features")  # modules whose ``register_cli(group)`` adds ``data`` sub-commands
+# modules whose ``register_cli(group)`` adds ``data`` sub-commands
+EXTENSIONS = ("musicmoe.data.tokenize", "musicmoe.data.features")
 _GROUP: list[Any] = []
 
 
@@ -71,7 +72,8 @@ def _add_build(group) -> None:
                     "KEY=VALUE overrides (corpus keys, e.g. corpus.max_height_px=300 or max_height_px=300).",
     )
     p.add_argument("--source", help="'music21' (its bundled corpus) or a folder of MusicXML/.mxl (and other) files")
-    p.add_argument("--composers", help="comma-separated music21 corpus folders (or top-level sub-folders), e.g. bach,mozart")
+    p.add_argument("--composers",
+                   help="comma-separated music21 corpus folders (or top-level sub-folders), e.g. bach,mozart")
     p.add_argument("--include", help="comma-separated glob patterns on paths relative to the source, e.g. 'bach/bwv1*'")
     p.add_argument("--limit", type=int, help="build at most N source files (in sorted order)")
     p.add_argument("--out", help="corpus folder to write (default: corpus.out)")

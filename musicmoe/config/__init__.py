@@ -1,7 +1,16 @@
 """Typed, validated configuration composed from YAML files under ``configs/``."""
 
-from musicmoe.config.compose import (CONFIG_ROOT, ConfigError, compose, config_differences, flat_items, flatten,
-                                     load_saved, save_config, to_yaml)
+from musicmoe.config.compose import (
+    CONFIG_ROOT,
+    ConfigError,
+    compose,
+    config_differences,
+    flat_items,
+    flatten,
+    load_saved,
+    save_config,
+    to_yaml,
+)
 
 
 def load_config(config=None, overrides=(), root=None):

@@ -19,7 +19,6 @@ from musicmoe.models.config import ModelConfig
 from musicmoe.sweeps.config import ClusterConfig
 from musicmoe.training.config import EvalConfig, OptimConfig, TrainerConfig
 
-
 CHECK_OPS = ("<=", ">=", "<", ">")
 _CHECK_OP = re.compile(r"(<=|>=|<|>)")
 _CHECK_METRIC = re.compile(r"[A-Za-z0-9_]+/[A-Za-z0-9_]+")

@@ -31,8 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from musicmoe.data.mix import (CorpusSource, merge_token_meta, mixture_weights, split_stream, stream_id,
-                               stream_weights)
+from musicmoe.data.mix import CorpusSource, merge_token_meta, mixture_weights, split_stream, stream_id, stream_weights
 from musicmoe.data.tasks import Task, get_task, task_weights
 from musicmoe.models.batch import collate
 

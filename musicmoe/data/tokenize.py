@@ -36,7 +36,14 @@ import numpy as np
 
 from musicmoe.data.shards import MANIFEST, Corpus, CorpusError, decode_audio, decode_image, decode_midi
 from musicmoe.data.tokens import (
-    EXAMPLES_FILE, FORMAT, INDEX_FILE, META_FILE, MODALITIES, MULTI_CODEBOOK, REPORT_FILE, VERSION,
+    EXAMPLES_FILE,
+    FORMAT,
+    INDEX_FILE,
+    META_FILE,
+    MODALITIES,
+    MULTI_CODEBOOK,
+    REPORT_FILE,
+    VERSION,
     stream_dtype,
 )
 

@@ -25,10 +25,10 @@ the end of each row.
 ``collate(examples, vocab)`` turns per-example arrays into a ``Batch``: each example is a
 :class:`TranslationExample` or a mapping with keys ``src``, ``src_modality``, ``tgt``, ``tgt_modality`` and
 optionally ``task`` (default 0), ``key`` (named in errors), ``src_features`` ((T, F) floats read instead of
-``src``, which may then be omitted), ``src_rows``/``tgt_rows`` (image grid heights, default 0). ``src``/``tgt`` are integer arrays (numpy,
-torch or lists) of content ids ``0..V-1`` (or SEP): shape (T,) for single-stream modalities, (Q, T) for
-multi-codebook ones. ``collate`` appends EOS to the source (so no source row is empty) and wraps the target
-as BOS + content + EOS.
+``src``, which may then be omitted), ``src_rows``/``tgt_rows`` (image grid heights, default 0). ``src``/``tgt``
+are integer arrays (numpy, torch or lists) of content ids ``0..V-1`` (or SEP): shape (T,) for single-stream
+modalities, (Q, T) for multi-codebook ones. ``collate`` appends EOS to the source (so no source row is empty)
+and wraps the target as BOS + content + EOS.
 """
 
 from __future__ import annotations

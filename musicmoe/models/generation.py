@@ -265,7 +265,7 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
         model.positions.check(m, stepper.total_steps + 1)
     tgt_mod = torch.full((rows,), m, dtype=torch.long, device=dev)
     seq = stepper.bos_frame()[:, None, :]
-    cache = model_cache(model, memory, mem_mask, stepper.total_steps + 1, tgt_rows) if use_cache else None
+    cache = model.decoder_cache(memory, mem_mask, stepper.total_steps + 1, tgt_rows) if use_cache else None
     scores = torch.zeros(n, k, device=dev)
     scores[:, 1:] = NEG_INF  # all beams start identical: expand only the first
     scores = scores.reshape(-1)
@@ -303,13 +303,6 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
     return stepper.results(seq, best)
 
 
-def model_cache(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, max_len: int,
-                tgt_rows: torch.Tensor | None = None):
-    from musicmoe.models.translator import DecoderCache
-
-    return DecoderCache(model, memory, mem_mask, max_len, tgt_rows)
-
-
 def generate(
     model: Translator,
     src_tokens: torch.Tensor,
@@ -338,7 +331,8 @@ def generate(
     ``min_len`` forbids EOS before that many tokens/frames). ``strategy``: ``greedy``, ``top_p`` (nucleus
     sampling with ``temperature``, reproducible with ``generator``) or ``beam`` (``beam_size``,
     ``length_penalty``). ``src_features``/``src_rows``: continuous source inputs and image grid heights (as in
-    :class:`~musicmoe.models.batch.Batch`); ``tgt_rows`` (B,): grid heights of image targets to generate. Runs in eval mode (restored afterwards) without gradients.
+    :class:`~musicmoe.models.batch.Batch`); ``tgt_rows`` (B,): grid heights of image targets to generate. Runs in
+    eval mode (restored afterwards) without gradients.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"generate: strategy must be one of {STRATEGIES}, got {strategy!r}")

@@ -46,6 +46,7 @@ from musicmoe.models.batch import Batch, BatchInfo
 from musicmoe.models.codebooks import DepthDecoder, apply_delay
 from musicmoe.models.config import ModelConfig
 from musicmoe.models.embedding import LearnedPositions, TokenEmbedding
+from musicmoe.models.generation import generate
 from musicmoe.models.inputs import GridPositions, MelStem, PixelStem
 from musicmoe.models.layers import DecoderLayer, SelfAttentionBlock
 from musicmoe.models.moe import FeedForward, GroupedMoE, HardRoutingPlan, MoEStats
@@ -256,7 +257,8 @@ class Translator(nn.Module):
 
     def encode(self, src_tokens: torch.Tensor, src_mask: torch.Tensor, src_modality: torch.Tensor,
                tgt_modality: torch.Tensor, host: HostPlan | None = None, src_features: torch.Tensor | None = None,
-               src_rows: torch.Tensor | None = None, info: BatchInfo | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               src_rows: torch.Tensor | None = None,
+               info: BatchInfo | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder output (B, S, d) and the key mask actually used (rows without tokens keep position 0).
 
         ``host``: the pass's :class:`HostPlan` (padding known without a device read-back). ``src_features``,
@@ -316,10 +318,16 @@ class Translator(nn.Module):
             feats = src_features.index_select(0, index)[..., :dim].to(x.dtype)
             emb = stem(feats, [rows[i] for i in idx], [lens[i] - 1 for i in idx]) if name == "image" else stem(feats)
             sub = x.index_select(0, index)
-            is_feat = (src_tokens.index_select(0, index)[..., 0] == self.vocab[m].pad_id) & src_mask.index_select(0, index)
+            is_pad = src_tokens.index_select(0, index)[..., 0] == self.vocab[m].pad_id
+            is_feat = is_pad & src_mask.index_select(0, index)
             new = torch.where(is_feat[..., None], emb.to(x.dtype) + task_emb.index_select(0, index), sub)
             x = x.index_copy(0, index, new)
         return x
+
+    def decoder_cache(self, memory: torch.Tensor, memory_mask: torch.Tensor, max_len: int,
+                      tgt_rows: torch.Tensor | None = None) -> DecoderCache:
+        """An empty :class:`DecoderCache` over encoder output ``memory`` for up to ``max_len`` decoder positions."""
+        return DecoderCache(self, memory, memory_mask, max_len, tgt_rows)
 
     def decode(
         self,
@@ -636,8 +644,6 @@ class Translator(nn.Module):
         tgt_rows: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Translate a padded source batch; see :func:`musicmoe.models.generation.generate`."""
-        from musicmoe.models.generation import generate
-
         return generate(self, src_tokens, src_mask, src_modality, tgt_modality, max_len, strategy=strategy,
                         beam_size=beam_size, top_p=top_p, temperature=temperature, use_cache=use_cache,
                         min_len=min_len, length_penalty=length_penalty, generator=generator,

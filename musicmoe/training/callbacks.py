@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import Callback
 
 from musicmoe.data.tasks import Task, get_task
 from musicmoe.training.codecs import CodecSet
-from musicmoe.training.evaluate import Evaluator, eval_dataset, append_jsonl, log_samples, metric_names
+from musicmoe.training.evaluate import Evaluator, append_jsonl, eval_dataset, log_samples, metric_names
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,22 @@ class PlainProgress(Callback):
         print(" | ".join(parts), file=self.stream or sys.stderr, flush=True)
 
 
+def flat_hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested config values into scalars for TensorBoard's HParams dashboard."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_hparams(value, f"{name}/"))
+        elif isinstance(value, (list, tuple)):
+            out[name] = ",".join(map(str, value))
+        elif value is None:
+            out[name] = "none"
+        else:
+            out[name] = value
+    return out
+
+
 class EvalCallback(Callback):
     """Every ``eval.every_n_steps`` steps (and at the end): evaluate, log to TensorBoard and metrics.jsonl.
 
@@ -140,8 +156,6 @@ class EvalCallback(Callback):
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         if trainer.global_step == 0 and trainer.is_global_zero and trainer.logger is not None:
-            from musicmoe.training.run import flat_hparams
-
             placeholders = {f"eval/{t.name}/{m}": math.nan for t in self._tasks(pl_module)
                             for m in metric_names(t, self.cfg.eval.shuffled_baseline)}
             trainer.logger.log_hyperparams(flat_hparams(dict(pl_module.hparams["config"])), placeholders)

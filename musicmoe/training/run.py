@@ -161,22 +161,6 @@ def config_dict(cfg: Config) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
-def flat_hparams(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested config values into scalars for TensorBoard's HParams dashboard."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flat_hparams(value, f"{name}/"))
-        elif isinstance(value, (list, tuple)):
-            out[name] = ",".join(map(str, value))
-        elif value is None:
-            out[name] = "none"
-        else:
-            out[name] = value
-    return out
-
-
 def _progress_callbacks(cfg: Config) -> tuple[list[Any], bool]:
     from lightning.pytorch.callbacks import RichProgressBar
 
@@ -199,8 +183,7 @@ def build_trainer(cfg: Config, paths: RunPaths, resume_step: int, extra_callback
     from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    from musicmoe.training.callbacks import FinalCheckpoint, RequeueOnSignal
-    from musicmoe.training.callbacks import EvalCallback
+    from musicmoe.training.callbacks import EvalCallback, FinalCheckpoint, RequeueOnSignal
     from musicmoe.training.strategies import build_strategy, resolve_precision, use_cuda
 
     tc, oc = cfg.trainer, cfg.optim

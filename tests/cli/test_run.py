@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-SHRINK = [  # as tests/cli/test_demo.py, with two tasks: omr reads pixels and lmx2midi is symbolic, so no codec is needed
+# as tests/cli/test_demo.py, with two tasks: omr reads pixels and lmx2midi is symbolic, so no codec is needed
+SHRINK = [
     "corpus.include=[essenFolksong/teste.abc]",  # 8 tunes: train, valid and test pieces
     "image_codec.train.max_steps=4", "image_codec.train.val_every=2",
     "trainer.max_steps=8", "trainer.checkpoint_every_n_steps=4", "trainer.log_every_n_steps=1",

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from musicmoe.codecs.image import (
-    ImageCodec, ImageCodecConfig, flatten_codes, join_systems, pad_to_patch, split_systems, unflatten_codes,
+    ImageCodec,
+    ImageCodecConfig,
+    flatten_codes,
+    join_systems,
+    pad_to_patch,
+    split_systems,
+    unflatten_codes,
 )
 
 TINY = dict(codebook_size=64, base_channels=8, max_channels=16, latent_dim=8, res_blocks=1)

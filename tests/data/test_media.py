@@ -18,7 +18,12 @@ from musicmoe.codecs.image.layout import flatten_codes
 from musicmoe.codecs.lmx import Vocabulary
 from musicmoe.codecs.midi import MidiCodec
 from musicmoe.data.media import (
-    audio_from_codes, clean_codes, clean_ids, image_from_codes, midi_from_ids, musicxml_from_lmx_ids,
+    audio_from_codes,
+    clean_codes,
+    clean_ids,
+    image_from_codes,
+    midi_from_ids,
+    musicxml_from_lmx_ids,
 )
 from musicmoe.data.shards import Corpus
 

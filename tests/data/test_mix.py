@@ -6,8 +6,15 @@ from __future__ import annotations
 import pytest
 
 from musicmoe.config import ConfigError, load_config
-from musicmoe.data.mix import (CorpusSource, merge_token_meta, mixture_weights, split_stream, stream_id,
-                               stream_weights, validate_sources)
+from musicmoe.data.mix import (
+    CorpusSource,
+    merge_token_meta,
+    mixture_weights,
+    split_stream,
+    stream_id,
+    stream_weights,
+    validate_sources,
+)
 
 
 def _sources() -> list[CorpusSource]:

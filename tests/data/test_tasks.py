@@ -3,7 +3,14 @@
 import pytest
 
 from musicmoe.data.tasks import (
-    TASK_NAMES, TASKS, get_task, parse_tasks, ramp, task_for, task_weights, validate_task_weights,
+    TASK_NAMES,
+    TASKS,
+    get_task,
+    parse_tasks,
+    ramp,
+    task_for,
+    task_weights,
+    validate_task_weights,
 )
 from musicmoe.models.vocab import MODALITIES
 

@@ -4,7 +4,6 @@ import random
 import re
 
 import pytest
-import torch
 
 from musicmoe.cli.main import main
 from musicmoe.metrics import SymbolErrorRate, drop_tuplet_tokens, ser_scores
@@ -23,7 +22,9 @@ def _levenshtein(a, b):
 
 
 def _reference(gold, pred):
-    keep = lambda seq: [t for t in seq if t not in {"tuplet:start", "tuplet:stop"} and not re.match(r"^\d+in\d+$", t)]
+    def keep(seq):
+        return [t for t in seq if t not in {"tuplet:start", "tuplet:stop"} and not re.match(r"^\d+in\d+$", t)]
+
     e = sum(_levenshtein(g, p) for g, p in zip(gold, pred))
     n = sum(len(g) for g in gold)
     et = sum(_levenshtein(keep(g), keep(p)) for g, p in zip(gold, pred))

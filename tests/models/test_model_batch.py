@@ -5,7 +5,6 @@ import torch
 from musicmoe.models import MODALITIES, Batch, TranslationExample, collate
 
 
-
 def test_collate_layout_specials_and_padding(mt):
     v = mt.VOCAB
     img = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])  # (Q=3, T=3)

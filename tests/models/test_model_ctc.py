@@ -8,7 +8,6 @@ from musicmoe.models import Translator
 from musicmoe.models.config import ModelConfig
 
 
-
 def test_ctc_loss_is_the_per_token_ctc_of_each_row(mt):
     torch.manual_seed(0)
     model = Translator(mt.config(image_input="pixels", audio_input="mel", mel_bins=16, mel_stack=2,

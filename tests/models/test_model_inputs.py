@@ -1,6 +1,5 @@
 """Continuous encoder inputs (pixel patches, log-mel frames) and 2-D grid positions in the translator."""
 
-import numpy as np
 import torch
 
 from musicmoe.data.features import image_patches

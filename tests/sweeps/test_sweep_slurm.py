@@ -51,7 +51,8 @@ def train_base(tiny_training, tmp_path_factory) -> Path:
 
     tiny = tiny_training
     keep = [o for o in tiny["overrides"](tiny["tokens"], tiny["codecs"], Path("unused"))
-            if not o.startswith(("run.", "trainer.max_steps=", "trainer.checkpoint_every_n_steps=", "trainer.progress="))]
+            if not o.startswith(("run.", "trainer.max_steps=", "trainer.checkpoint_every_n_steps=",
+                                 "trainer.progress="))]
     node = OmegaConf.from_dotlist(keep + ["trainer.accelerator=cpu", "trainer.progress=plain",
                                           "trainer.progress_every=10"])
     base = tmp_path_factory.mktemp("sweep-base") / "tiny.yaml"

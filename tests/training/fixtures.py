@@ -19,8 +19,8 @@ TINY_AUDIO = dict(n_filters=4, dimension=16, lstm=0, n_residual_layers=1, codebo
 
 def make_image_codec(corpus_dir: Path, out: Path) -> Path:
     from musicmoe.codecs.image import ImageCodec
-    from musicmoe.config import compose
     from musicmoe.codecs.image.config import ImageCodecConfig
+    from musicmoe.config import compose
     from musicmoe.data.shards import Corpus
 
     torch.manual_seed(0)

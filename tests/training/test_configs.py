@@ -12,7 +12,6 @@ from musicmoe.data.tasks import get_task
 from musicmoe.models.config import ModelConfig
 from musicmoe.training.config import EvalConfig, OptimConfig, TrainerConfig
 from musicmoe.training.run import train
-
 from training.fixtures import scalar_steps
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_ROOT / "experiment").glob("*.yaml"))

@@ -10,8 +10,14 @@ from musicmoe.data.tokens import TokenDataset
 from musicmoe.training.checkpoint import load_model
 from musicmoe.training.codecs import CodecSet
 from musicmoe.training.config import EvalConfig
-from musicmoe.training.evaluate import (METRICS, SHUFFLED_METRICS, Evaluator, format_table, metric_names,
-                                       piano_roll_image)
+from musicmoe.training.evaluate import (
+    METRICS,
+    SHUFFLED_METRICS,
+    Evaluator,
+    format_table,
+    metric_names,
+    piano_roll_image,
+)
 
 
 def test_evaluator_metrics_for_every_target_modality(tiny_run, tiny_tokens):

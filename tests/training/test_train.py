@@ -12,7 +12,6 @@ from lightning.pytorch.callbacks import Callback
 
 from musicmoe.config import ConfigError, load_config
 from musicmoe.training.run import checkpoint_step, train
-
 from training.fixtures import scalar_steps, tiny_overrides
 
 

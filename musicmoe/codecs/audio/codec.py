@@ -37,7 +37,10 @@ def build_model(cfg: AudioCodecConfig):
     The codebooks start empty and are filled by k-means on the first training-mode forward pass.
     """
     from musicmoe.codecs.audio._encodec import (
-        EncodecModel, ResidualVectorQuantizer, SEANetDecoder, SEANetEncoder,
+        EncodecModel,
+        ResidualVectorQuantizer,
+        SEANetDecoder,
+        SEANetEncoder,
     )
 
     arch = dict(

@@ -168,9 +168,10 @@ def piece_midi(data: bytes, parts: list[PartInfo]):
     for part in parts:
         staves = range(first, first + part.staves)
         first += part.staves
-        inst = pretty_midi.Instrument(program=part.program, is_drum=part.is_drum or any(staff_drum.get(s) for s in staves),
-                                      name=part.name)
-        inst.notes = sorted((n for s in staves for n in staff_notes.get(s, [])), key=lambda n: (n.start, n.pitch, n.end))
+        is_drum = part.is_drum or any(staff_drum.get(s) for s in staves)
+        inst = pretty_midi.Instrument(program=part.program, is_drum=is_drum, name=part.name)
+        inst.notes = sorted((n for s in staves for n in staff_notes.get(s, [])),
+                            key=lambda n: (n.start, n.pitch, n.end))
         instruments.append(inst)
     pm.instruments = instruments
     return pm

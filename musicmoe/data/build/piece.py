@@ -10,8 +10,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from musicmoe.data.build.align import (cut, part_programs, piece_midi, piece_program, qstamps_to_seconds, tempo_at,
-                                       with_program)
+from musicmoe.data.build.align import (
+    cut,
+    part_programs,
+    piece_midi,
+    piece_program,
+    qstamps_to_seconds,
+    tempo_at,
+    with_program,
+)
 from musicmoe.data.build.config import CorpusConfig
 from musicmoe.data.build.engrave import EngraveError, engrave, render_system
 from musicmoe.data.build.sources import PieceSource, iter_scores

@@ -203,7 +203,8 @@ def _check_resume(out: Path, cfg: CorpusConfig) -> None:
         old = load_saved(CorpusConfig, saved)
     except ConfigError as err:
         raise BuildError(f"{saved} cannot be read ({err}); build into a new folder") from None
-    diff = [f"{k}: {getattr(old, k)!r} -> {getattr(cfg, k)!r}" for k in content_keys() if getattr(old, k) != getattr(cfg, k)]
+    diff = [f"{k}: {getattr(old, k)!r} -> {getattr(cfg, k)!r}"
+            for k in content_keys() if getattr(old, k) != getattr(cfg, k)]
     if diff:
         raise BuildError(f"{out} holds shards built with other settings ({'; '.join(diff)}); "
                          "use another --out folder or delete this one")

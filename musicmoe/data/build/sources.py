@@ -49,7 +49,8 @@ def music21_corpus_root() -> Path:
 
 
 def _candidates(root: Path, formats: list[str]) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in formats and p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in root.rglob("*")
+                  if p.suffix.lower() in formats and p.is_file() and not p.name.startswith("."))
 
 
 def _dedupe(paths: list[Path], formats: list[str]) -> tuple[list[Path], list[Path]]:
