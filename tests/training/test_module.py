@@ -9,9 +9,10 @@ import torch
 
 from musicmoe.config import ConfigError, load_config
 from musicmoe.models.vocab import VocabSpec
+from musicmoe.training.callbacks import flat_hparams
 from musicmoe.training.config import TrainerConfig
 from musicmoe.training.module import TranslationModule, lr_factor
-from musicmoe.training.run import config_dict, flat_hparams
+from musicmoe.training.run import config_dict
 from musicmoe.training.strategies import CPUDeepSpeedStrategy, build_strategy, deepspeed_config, resolve_precision
 
 
