@@ -24,7 +24,7 @@ def _read_lines(path: Path) -> list[list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     from musicmoe.cli.main import UserError
-    from musicmoe.metrics import ser_scores
+    from musicmoe.metrics.ser_counts import ser_scores
 
     gold, pred = _read_lines(args.gold), _read_lines(args.pred)
     if len(gold) != len(pred):

@@ -12,18 +12,47 @@ Public API (kept stable; see each module's docstring for details)::
     out = model(batch); out.loss.backward()
     seqs = model.generate(batch.src_tokens, batch.src_mask, batch.src_modality, batch.tgt_modality, max_len=256)
     opt = torch.optim.AdamW(param_groups(model, weight_decay=0.01), lr=3e-4)
+
+The names are loaded on first use (PEP 562 ``__getattr__``), so importing a torch-free sub-module such as
+``musicmoe.models.config`` (the config schema does) does not import torch.
 """
 
-from musicmoe.models.batch import Batch, BatchInfo, TranslationExample, collate
-from musicmoe.models.codebooks import DepthDecoder, apply_delay, revert_delay
-from musicmoe.models.config import ModelConfig
-from musicmoe.models.moe import GroupedMoE, MoEStats
-from musicmoe.models.params import active_params, count_params, param_groups
-from musicmoe.models.translator import DecoderCache, ModelOutput, Translator
-from musicmoe.models.vocab import MODALITIES, MODALITY_INDEX, N_SPECIALS, ModalitySpec, VocabSpec, modality_index
+from __future__ import annotations
 
-__all__ = [
-    "MODALITIES", "MODALITY_INDEX", "N_SPECIALS", "ModalitySpec", "VocabSpec", "modality_index", "ModelConfig",
-    "Batch", "BatchInfo", "TranslationExample", "collate", "Translator", "ModelOutput", "DecoderCache", "GroupedMoE",
-    "MoEStats", "DepthDecoder", "apply_delay", "revert_delay", "param_groups", "active_params", "count_params",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "musicmoe.models.batch": ("Batch", "BatchInfo", "TranslationExample", "collate"),
+    "musicmoe.models.codebooks": ("DepthDecoder", "apply_delay", "revert_delay"),
+    "musicmoe.models.config": ("ModelConfig",),
+    "musicmoe.models.moe": ("GroupedMoE", "MoEStats"),
+    "musicmoe.models.params": ("active_params", "count_params", "param_groups"),
+    "musicmoe.models.translator": ("DecoderCache", "ModelOutput", "Translator"),
+    "musicmoe.models.vocab": ("MODALITIES", "MODALITY_INDEX", "N_SPECIALS", "ModalitySpec", "VocabSpec",
+                              "modality_index"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = list(_MODULE_OF)
+
+if TYPE_CHECKING:
+    from musicmoe.models.batch import Batch, BatchInfo, TranslationExample, collate
+    from musicmoe.models.codebooks import DepthDecoder, apply_delay, revert_delay
+    from musicmoe.models.config import ModelConfig
+    from musicmoe.models.moe import GroupedMoE, MoEStats
+    from musicmoe.models.params import active_params, count_params, param_groups
+    from musicmoe.models.translator import DecoderCache, ModelOutput, Translator
+    from musicmoe.models.vocab import MODALITIES, MODALITY_INDEX, N_SPECIALS, ModalitySpec, VocabSpec, modality_index
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULE_OF))
