@@ -8,7 +8,8 @@ Metrics by the task's target modality (``<task>/<name>`` keys; TensorBoard tags 
 * midi: ``onset_f1`` and ``onset_offset_f1`` (note-level, mir_eval tolerances);
 * audio: ``mel_distance`` (multi-resolution log-mel L1 to the reference), ``chroma_similarity``, and
   ``amt_onset_f1``: the generated audio re-encoded with the audio codec and transcribed by the model's own amt
-  task, scored against the reference MIDI (needs ``eval.roundtrip`` and the amt task trained);
+  task, scored against the reference MIDI (needs ``eval.roundtrip`` and the amt task trained); ``failed``: how
+  many generations were empty, too short to analyse or non-finite (scored with each metric's worst value);
 * image: ``token_accuracy`` (generated codes vs the reference codes) and ``omr_ser``: the generated image
   (decoded to pixels, re-encoded) read back by the model's own omr task, SER against the reference LMX.
 
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 METRICS = {
     "lmx": ("ser", "ser_no_tuplets", "invalid"),
     "midi": ("onset_f1", "onset_offset_f1"),
-    "audio": ("mel_distance", "chroma_similarity", "amt_onset_f1"),
+    "audio": ("mel_distance", "chroma_similarity", "amt_onset_f1", "failed"),
     "image": ("token_accuracy", "omr_ser"),
 }
 
@@ -334,7 +335,8 @@ class Evaluator:
             mel, chroma = M.MelDistance(sr), M.ChromaSimilarity(sr)
             mel.update(preds, refs)
             chroma.update(preds, refs)
-            return {"mel_distance": float(mel.compute()), "chroma_similarity": float(chroma.compute())}
+            return {"mel_distance": float(mel.compute()), "chroma_similarity": float(chroma.compute()),
+                    "failed": float(mel.failures())}  # both metrics fail the same predictions
         acc = M.TokenAccuracy()
         acc.update(preds, refs)
         return {"token_accuracy": float(acc.compute())}

@@ -1,7 +1,10 @@
-"""Note F1 on a real chorale's MIDI, and audio distances on tones of known pitch."""
+"""Note F1 on a real chorale's MIDI, audio distances on tones of known pitch, and how the audio metrics score
+failed generations (on the chorale rendered to audio)."""
 
 import copy
 import io
+import math
+from types import SimpleNamespace
 
 import music21
 import numpy as np
@@ -9,7 +12,9 @@ import pretty_midi
 import pytest
 import torch
 
-from musicmoe.metrics import ChromaSimilarity, MelDistance, NoteF1, TokenAccuracy, chroma
+from musicmoe.metrics import ChromaSimilarity, MelDistance, NoteF1, TokenAccuracy, chroma, multires_log_mel_distance
+from musicmoe.metrics.audio import MIN_SAMPLES
+from musicmoe.training.evaluate import METRICS, Evaluator
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +95,102 @@ def test_token_accuracy_counts_length_mismatch():
     m = TokenAccuracy()
     m.update([np.array([[1, 2, 3], [4, 5, 6]])], [np.array([[1, 2, 3, 7], [4, 0, 6, 7]])])
     assert abs(float(m.compute()) - 5 / 8) < 1e-12
+
+
+SR = 24000
+
+
+@pytest.fixture(scope="module")
+def chorale_audio(chorale_midi):
+    """The chorale's first 3 s and the next 3 s, rendered with sine waves (float32 in [-1, 1])."""
+    wave = chorale_midi.synthesize(fs=SR).astype(np.float32)
+    return wave[: 3 * SR], wave[3 * SR : 6 * SR]
+
+
+def _failures(ref):
+    return {"empty": np.zeros(0, np.float32), "too short": ref[: MIN_SAMPLES - 1].copy(), "none": None,
+            "non-finite": np.where(np.arange(ref.size) == 100, np.nan, ref).astype(np.float32)}
+
+
+def test_failed_generations_are_counted_and_get_the_worst_score(chorale_audio):
+    ref, other = chorale_audio
+    silence = float(multires_log_mel_distance(torch.zeros(ref.size), torch.from_numpy(ref), SR))
+    assert silence > 1.0
+    for name, bad in _failures(ref).items():
+        mel, sim = MelDistance(SR), ChromaSimilarity(SR)
+        mel.update([bad], [ref])
+        sim.update([bad], [ref])
+        assert int(mel.failed) == int(sim.failed) == mel.failures() == 1, name
+        assert int(mel.count) == int(sim.count) == 1 and int(mel.skipped) == 0, name  # scored, not skipped
+        assert math.isclose(float(mel.compute()), silence, rel_tol=1e-6), name  # the score of silence
+        assert float(sim.compute()) == 0.0, name  # the minimum of chroma similarity
+    # a long silent generation is no failure: it is scored, and as badly as a failure
+    mel = MelDistance(SR)
+    mel.update([np.zeros_like(ref)], [ref])
+    assert int(mel.failed) == 0 and math.isclose(float(mel.compute()), silence, rel_tol=1e-6)
+
+
+def test_good_generations_are_unaffected_and_failures_pull_the_mean(chorale_audio):
+    ref, other = chorale_audio
+    good = 0.8 * ref  # the right music, a little quieter
+    mel, sim = MelDistance(SR), ChromaSimilarity(SR)
+    mel.update([good], [ref])
+    sim.update([good], [ref])
+    good_mel, good_sim = float(mel.compute()), float(sim.compute())
+    assert int(mel.failed) == int(sim.failed) == 0
+    direct = multires_log_mel_distance(torch.from_numpy(good), torch.from_numpy(ref), SR)
+    assert good_mel == pytest.approx(float(direct))
+    assert good_sim > 0.95
+    wrong = MelDistance(SR)
+    wrong.update([other], [ref])
+    silence = float(multires_log_mel_distance(torch.zeros(ref.size), torch.from_numpy(ref), SR))
+    assert good_mel < float(wrong.compute()) < silence  # good < other music < a failure
+    mel.update([ref[:1000]], [ref])
+    sim.update([np.zeros(0, np.float32)], [ref])
+    assert float(mel.compute()) == pytest.approx((good_mel + silence) / 2)
+    assert float(sim.compute()) == pytest.approx(good_sim / 2)
+    assert int(mel.failed) == int(sim.failed) == 1 and int(mel.count) == int(sim.count) == 2
+
+
+def test_all_failed_batch_gives_the_worst_value_not_nan(chorale_audio):
+    ref, other = chorale_audio
+    refs = [ref, other, ref]
+    bad = [np.zeros(0, np.float32), other[:MIN_SAMPLES - 1].copy(), None]
+    mel, sim = MelDistance(SR), ChromaSimilarity(SR)
+    mel.update(bad, refs)
+    sim.update(bad, refs)
+    silences = [float(multires_log_mel_distance(torch.zeros(r.size), torch.from_numpy(r), SR)) for r in refs]
+    assert float(mel.compute()) == pytest.approx(np.mean(silences)) and float(sim.compute()) == 0.0
+    assert mel.failures() == sim.failures() == 3
+
+
+def test_failed_count_is_summed_like_the_other_states(chorale_audio):
+    ref, _ = chorale_audio
+    a, b = MelDistance(SR), MelDistance(SR)  # two ranks' metrics, merged with their sum reductions
+    a.update([ref, np.zeros(0, np.float32)], [ref, ref])
+    b.update([ref[:10]], [ref])
+    a.merge_state(b)
+    assert int(a.failed) == 2 and int(a.count) == 3
+
+
+def test_unscorable_reference_is_skipped_and_counted_not_a_model_failure(chorale_audio):
+    ref, _ = chorale_audio
+    mel, sim = MelDistance(SR), ChromaSimilarity(SR)
+    for m in (mel, sim):
+        m.update([ref, ref], [ref[:100], np.zeros_like(ref)])  # a too-short reference; a silent one
+    assert int(mel.skipped) == 1 and int(mel.count) == 1  # a silent reference still has a log-mel distance
+    assert int(sim.skipped) == 2 and math.isnan(float(sim.compute()))  # chroma of silence is undefined
+    assert int(mel.failed) == int(sim.failed) == 0
+    empty = MelDistance(SR)
+    empty.update([None], [ref[:100]])  # the generation failed even though the example cannot be scored
+    assert int(empty.failed) == 1 and int(empty.skipped) == 1 and math.isnan(float(empty.compute()))
+
+
+def test_evaluator_reports_failed_audio_generations(chorale_audio):
+    ref, other = chorale_audio
+    assert "failed" in METRICS["audio"]
+    ev = Evaluator.__new__(Evaluator)  # _main_scores reads only the audio codec's sample rate
+    ev.codecs = SimpleNamespace(audio=SimpleNamespace(sample_rate=SR))
+    scores = ev._main_scores("audio", [ref, np.zeros(0, np.float32), other[:100]], [ref, other, other])
+    assert scores["failed"] == 2.0
+    assert np.isfinite(scores["mel_distance"]) and 0 < scores["chroma_similarity"] < 0.5
