@@ -363,6 +363,7 @@ class _PartBuilder:
         self.tie_alter: dict[tuple[str, int], float] = {}
         self.slurs: list[int] = []
         self.max_staff = 1
+        self.clef_staff = False  # some clef carried a staff:N (the linearizer writes it when <staves> is stated)
 
     def err(self, m: int, why: str) -> None:
         self.errors.append(f"{self.label} measure {m + 1}: {why}")
@@ -396,7 +397,7 @@ class _PartBuilder:
             _sub(t, "beats", str(hidden_time[0]))
             _sub(t, "beat-type", str(hidden_time[1]))
             attrs.insert(1 + sum(1 for c in attrs if c.tag == "key"), t)
-        if self.max_staff > 1:
+        if self.max_staff > 1 or self.clef_staff:
             staves = ET.Element("staves")
             staves.text = str(self.max_staff)
             # after divisions, key(s), time(s); before clefs
@@ -529,6 +530,7 @@ class _PartBuilder:
                 _sub(c, "line", str(line))
             if number is not None:
                 self.max_staff = max(self.max_staff, number)
+                self.clef_staff = True
 
     def _alter(self, n: _Note, measure_acc: dict) -> float:
         key = (n.step, n.octave)

@@ -4,8 +4,12 @@ Token order inside a note: ``print-object:no? grace grace:slash? chord? (rest|PI
 (TYPE AinN? | rest:measure) dot* ACCIDENTAL? stem:X? staff:N? beam:* tied:* tuplet:*`` and, in the
 extended flavour, ``slur:* fermata? arpeggiate? staccato? accent? strong-accent? tenuto? tremolo:X?
 trill-mark?``. Voice, staff and stem are emitted only when they change; the tracking restarts at each
-measure and after each ``<backup>``. Time modifications are written as stated (``6in4`` stays ``6in4``),
-as in the golden fixtures.
+measure and after each ``<backup>``, and nothing else resets it: a clef change in mid-measure does not
+make the next note restate its staff. Time modifications are written as stated (``6in4`` stays
+``6in4``), as in the golden fixtures, right after the type for every note (``print-object:no`` ones too).
+
+A clef is ``clef:XN`` followed by ``staff:N`` when the part has stated ``<staves>`` (``N`` from the clef's
+``number``, 1 when absent), and by nothing otherwise, as the OLiMPiC linearizer does.
 
 System windows: the first measure of a window starts with the key signature and clefs in effect (as a
 printed system restates them; the specification does not restate the time signature, which is emitted
@@ -76,7 +80,13 @@ class _PartState:
     divisions: Fraction = Fraction(1)
     fifths: int | None = None
     time: tuple[int, int] | None = None
-    clefs: dict[int, list[str]] = field(default_factory=dict)  # staff number -> clef tokens
+    staves: int | None = None  # from <staves>; None while the part has not stated it
+    clefs: dict[int, str] = field(default_factory=dict)  # staff number -> clef token
+
+    def clef_tokens(self, staff: int) -> list[str]:
+        """The clef of ``staff``, with ``staff:N`` after it when the part states ``<staves>``."""
+        tok = self.clefs[staff]
+        return [tok] if self.staves is None else [tok, f"staff:{staff}"]
 
     def measure_quarters(self) -> Fraction | None:
         if self.time is None:
@@ -102,7 +112,8 @@ def _time_of(el: ET.Element) -> tuple[int, int] | None:
     return beats, beat_type
 
 
-def _clef_tokens(el: ET.Element) -> tuple[int, list[str]] | None:
+def _clef(el: ET.Element) -> tuple[int, str] | None:
+    """Staff number (``number``, 1 when absent) and token of a ``<clef>``."""
     sign = _text(el.find("sign"))
     if sign is None:
         return None
@@ -114,9 +125,7 @@ def _clef_tokens(el: ET.Element) -> tuple[int, list[str]] | None:
         tok = f"clef:{sign}"
     else:
         return None
-    number = el.get("number")
-    toks = [tok] if number is None else [tok, f"staff:{number.strip()}"]
-    return (_int(number) or 1), toks
+    return (_int(el.get("number")) or 1), tok
 
 
 class _PartLinearizer:
@@ -148,6 +157,9 @@ class _PartLinearizer:
 
         Returns whether it held a visible time signature."""
         st, had_time = self.state, False
+        staves = _int(_text(attrs.find("staves")))
+        if staves is not None and staves > 0:
+            st.staves = staves
         for el in attrs:
             if el.tag == "divisions":
                 d = _frac(_text(el))
@@ -169,11 +181,11 @@ class _PartLinearizer:
                     if emit:
                         self.out += ["time", f"beats:{t[0]}", f"beat-type:{t[1]}"]
             elif el.tag == "clef":
-                c = _clef_tokens(el)
+                c = _clef(el)
                 if c is not None:
                     st.clefs[c[0]] = c[1]
                     if emit:
-                        self.out += c[1]
+                        self.out += st.clef_tokens(c[0])
         return had_time
 
     def header(self, leading: list[ET.Element]) -> None:
@@ -187,7 +199,7 @@ class _PartLinearizer:
         if st.time is not None and (had_time or self.restate_time):
             self.out += ["time", f"beats:{st.time[0]}", f"beat-type:{st.time[1]}"]
         for staff in sorted(st.clefs):
-            self.out += st.clefs[staff]
+            self.out += st.clef_tokens(staff)
 
     # -- measure content ----------------------------------------------------------------------
     def measure(self, measure: ET.Element, is_first: bool) -> None:
