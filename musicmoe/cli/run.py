@@ -298,6 +298,11 @@ class Runner:
 
         settings = _settings(cfg, lambda k: k.startswith(("tokenize.", "midi_codec.")) and k != "tokenize.workers")
         settings["codecs"] = {k: self.results.get(f"{k} codec", {}).get("codec", "") for k in ("image", "audio")}
+        from musicmoe.data.features import FeatureSpec
+
+        spec = FeatureSpec.from_model(cfg.model)  # a new log-mel setting precomputes its own cache
+        if spec.audio and any(t.source == "audio" for t in active_tasks(cfg)):
+            settings["mel_features"] = spec.key("audio")
         self.stage("tokens", settings, lambda r: (Path(cfg.tokenize.out) / META_FILE).is_file(), run)
 
     # -- 5. model
