@@ -42,7 +42,10 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     threads = torch.get_num_threads()
     result = run_demo(out, DEMO_SHRINK)
     assert torch.get_num_threads() == threads  # the stages' thread settings (1 each) do not leak to the caller
-    assert list(result["timings"]) == list(STAGES) and {s["status"] for s in result["stages"].values()} == {"ran"}
+    assert list(result["timings"]) == list(STAGES)
+    status = {name: s["status"] for name, s in result["stages"].items()}
+    assert status.pop("audio codec") == "not needed"  # no demo task writes audio; it is read as log-mel frames
+    assert set(status.values()) == {"ran"}
     assert result["train"]["global_step"] == 8
     summary = json.loads((out / "results.json").read_text())
     assert summary["train"]["global_step"] == 8 and summary["split"] == "test"
@@ -54,7 +57,7 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     assert scored == {"omr", "amt", "lmx2midi"} and scored <= trained
     assert {k.split("/")[0] for k in result["metrics"]} == scored and set(summary["tasks"]) == scored
     assert "omr/ser_shuffled" in result["metrics"]
-    assert len(trained) == 5
+    assert trained == {"omr", "amt", "lmx2midi", "lmx2image"}
     [check] = summary["checks"]
     assert check["check"] == DEMO_CHECK and "omr/ser" in check["message"]
     text = capsys.readouterr().out
