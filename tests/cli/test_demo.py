@@ -30,7 +30,8 @@ def test_demo_command_is_run_on_the_demo_config():
     cfg = demo_config("/tmp/d", args.overrides)
     assert cfg.run.checks == [DEMO_CHECK] and cfg.trainer.max_steps == 3
     assert (cfg.run.out_dir, cfg.corpus.out, cfg.data.tokens) == ("/tmp/d", "/tmp/d/corpus", "/tmp/d/tokens")
-    assert cfg.audio_codec.checkpoint == "/tmp/d/audio_codec/audio_codec.pt"  # both codecs trained under --out
+    assert cfg.image_codec.checkpoint == "/tmp/d/image_codec/image_codec.pt"  # trained under --out
+    assert not cfg.audio_codec.checkpoint  # no demo task writes audio (read as log-mel frames): no audio codec
 
 
 @pytest.mark.slow
@@ -65,6 +66,8 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
 
     again = run_demo(out, DEMO_SHRINK)  # every stage's output exists: nothing is trained again
     text = capsys.readouterr().out
-    assert "[2/6] image codec: skipped" in text and "[3/6] audio codec: skipped" in text
-    assert {s["status"] for s in again["stages"].values()} == {"skipped"} and again["global_step"] == 8
+    assert "[2/6] image codec: skipped" in text and "[3/6] audio codec: skipped (not needed" in text
+    status = {name: s["status"] for name, s in again["stages"].items()}
+    assert status.pop("audio codec") == "not needed" and set(status.values()) == {"skipped"}
+    assert again["global_step"] == 8
     assert again["metrics"] == result["metrics"]
