@@ -1,8 +1,9 @@
 """``musicmoe demo --out runs/demo``: the whole pipeline on 633 folk tunes of music21's corpus, on a CPU.
 
 Exactly ``musicmoe run --config experiment/demo.yaml --out DIR`` (see ``musicmoe run --help``): build the
-corpus, train the small image and audio codecs, tokenize, train the small multi-task translator, evaluate every
-task on the test split, print the table and write DIR/results.json.  Each stage is skipped or resumed when its
+corpus, train the small image codec (no demo task writes audio, which is read as log-mel frames), tokenize,
+train the small multi-task translator, evaluate the reading tasks (``eval.tasks``) on the test split, print the
+table and write DIR/results.json.  Each stage is skipped or resumed when its
 output exists, so a rerun continues where it stopped.
 
 The demo then applies the learning check of ``run.checks`` in configs/experiment/demo.yaml: the held-out OMR
