@@ -10,8 +10,9 @@ Stages, each printing a start line and an end line with its wall time:
    with ``model.audio_input``.  Without one, tokenization skips that stream;
 4. tokens: tokenize the corpus into DIR/tokens (``musicmoe data tokenize``);
 5. model: train the translator in DIR/<run.name> (``musicmoe train``: resumes from the run's last checkpoint);
-6. eval: the trained tasks (or ``eval.tasks``) on all of the held-out split (default: test) with the ``eval``
-   section's settings (decoding, budgets, baselines; ``musicmoe eval``; DIR/<run.name>/eval/<split>/metrics.json).
+6. eval: the trained tasks (or those of ``eval.tasks`` that are trained) on all of the held-out split (default:
+   test) with the ``eval`` section's settings (decoding, budgets, baselines; ``musicmoe eval``;
+   DIR/<run.name>/eval/<split>/metrics.json).
 
 Then the metrics table is printed (a metric's shuffled-source baseline ``<task>/<metric>_shuffled`` beside it,
 when the evaluator reports one) and written with the stage timings to DIR/results.json, and the ``run.checks``
@@ -337,9 +338,12 @@ class Runner:
 
         def evaluate() -> dict[str, Any]:
             from musicmoe.cli.eval import evaluate_checkpoint
+            from musicmoe.data.tasks import get_task
 
             settings = {k: v for k, v in dataclasses.asdict(cfg.eval).items() if k not in EVAL_CADENCE}
-            record = evaluate_checkpoint(paths.root, self.split, ",".join(cfg.eval.tasks) or None, out=out,
+            trained = {t.name for t in active_tasks(cfg)}  # eval.tasks the run does not train are left out
+            chosen = [t for t in cfg.eval.tasks if get_task(t).name in trained]
+            record = evaluate_checkpoint(paths.root, self.split, ",".join(chosen) or None, out=out,
                                          device=self._device(), **settings)
             return {"out": record["out"], "examples": record["examples"], "decoding": record["decoding"],
                     "seconds": record["seconds"]}

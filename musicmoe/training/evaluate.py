@@ -130,6 +130,7 @@ class Evaluator:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.autocast = autocast  # a context-manager factory (e.g. Lightning's precision forward context)
         self.view: Any = None  # the SourceView being evaluated (set by evaluate / source_view)
+        self._world = 1  # ranks sharing the evaluation in progress (set by evaluate)
 
     # ------------------------------------------------------------------------------------- helpers
     def _ctx(self):
@@ -256,6 +257,7 @@ class Evaluator:
         """Metrics of every task on ``dataset`` (a TokenDataset); ``reduce(tensor)`` sums across ranks."""
         metrics: dict[str, float] = {}
         samples: list[Sample] = []
+        self._world = world
         dataset = self.source_view(dataset)  # sources as the model reads them (codes or continuous features)
         lengths, src_lengths = dataset.lengths(), dataset.source_lengths()
         cache: dict[int, dict[str, Any]] = {}
@@ -344,10 +346,10 @@ class Evaluator:
     def _fold_spread(self, modality: str, items: list[dict[str, Any]], preds: list[Any],
                      refs: list[Any]) -> dict[str, float]:
         """``<name>_fold_{median,min,max}`` of the target's first main metric over ``eval.spread_folds`` folds of
-        pieces (see :class:`~musicmoe.training.config.EvalConfig`); empty when off, distributed, or under 2 folds
+        pieces (see :class:`~musicmoe.training.config.EvalConfig`); empty when off, over several ranks, or under 2 folds
         hold examples."""
         folds = self.cfg.spread_folds
-        if folds < 2 or not items or (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        if folds < 2 or not items or self._world > 1:  # each rank holds only its share of the pieces
             return {}
         name = SHUFFLED_METRICS[modality][0]
         groups: dict[int, list[int]] = {}
