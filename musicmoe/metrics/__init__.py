@@ -6,8 +6,9 @@ The names are loaded on first use (PEP 562 ``__getattr__``), so the torch-free S
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from musicmoe.lazy import lazy_exports
 
 _EXPORTS = {
     "musicmoe.metrics.audio": ("ChromaSimilarity", "MelDistance", "chroma", "log_mel", "multires_log_mel_distance"),
@@ -16,8 +17,6 @@ _EXPORTS = {
     "musicmoe.metrics.tokens": ("TokenAccuracy",),
     "musicmoe.metrics.transcription": ("NoteF1", "note_arrays"),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_MODULE_OF)
 
 if TYPE_CHECKING:
     from musicmoe.metrics.audio import ChromaSimilarity, MelDistance, chroma, log_mel, multires_log_mel_distance
@@ -27,14 +26,4 @@ if TYPE_CHECKING:
     from musicmoe.metrics.transcription import NoteF1, note_arrays
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_MODULE_OF))
+__getattr__, __dir__, __all__ = lazy_exports(globals(), _EXPORTS)

@@ -105,11 +105,13 @@ class _AudioMetric(Metric):
         self.add_state("skipped", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def score(self, pred: torch.Tensor, ref: torch.Tensor) -> float | None:
-        """The score of a usable prediction against a usable reference (None: the reference is not scorable)."""
+        """The score of a usable prediction against a usable reference (None: the reference is not scorable).
+        Abstract: MelDistance and ChromaSimilarity define it."""
         raise NotImplementedError
 
     def penalty(self, ref: torch.Tensor) -> float | None:
-        """The worst score, given to a failed prediction (None: the reference is not scorable)."""
+        """The worst score, given to a failed prediction (None: the reference is not scorable). Abstract, as
+        :meth:`score`."""
         raise NotImplementedError
 
     def update(self, preds: Sequence[np.ndarray | None], targets: Sequence[np.ndarray]) -> None:

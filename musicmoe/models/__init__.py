@@ -19,8 +19,9 @@ The names are loaded on first use (PEP 562 ``__getattr__``), so importing a torc
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from musicmoe.lazy import lazy_exports
 
 _EXPORTS = {
     "musicmoe.models.batch": ("Batch", "BatchInfo", "TranslationExample", "collate"),
@@ -32,8 +33,6 @@ _EXPORTS = {
     "musicmoe.models.vocab": ("MODALITIES", "MODALITY_INDEX", "N_SPECIALS", "ModalitySpec", "VocabSpec",
                               "modality_index"),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = list(_MODULE_OF)
 
 if TYPE_CHECKING:
     from musicmoe.models.batch import Batch, BatchInfo, TranslationExample, collate
@@ -45,14 +44,4 @@ if TYPE_CHECKING:
     from musicmoe.models.vocab import MODALITIES, MODALITY_INDEX, N_SPECIALS, ModalitySpec, VocabSpec, modality_index
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_MODULE_OF))
+__getattr__, __dir__, __all__ = lazy_exports(globals(), _EXPORTS)
