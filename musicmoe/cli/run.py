@@ -275,12 +275,15 @@ class Runner:
 
     # -- 4. tokens
     def tokens(self) -> None:
+        from musicmoe.data.features import FeatureSpec
         from musicmoe.data.tokens import META_FILE
 
         cfg = self.cfg
+        spec = FeatureSpec.from_model(cfg.model)
+        mel = spec.audio and any(t.source == "audio" for t in active_tasks(cfg))  # log-mel frames to precompute
 
         def run() -> dict[str, Any]:
-            from musicmoe.data.features import FeatureSpec, precompute
+            from musicmoe.data.features import precompute
             from musicmoe.data.tokenize import format_report, tokenize
 
             report = tokenize(cfg.corpus.out, cfg.tokenize.out, cfg,
@@ -288,8 +291,7 @@ class Runner:
                               audio_codec=self._codec_for_tokenize("audio"))
             print(format_report(report))
             result = {"out": cfg.tokenize.out, "examples": report["examples"], "streams": report["streams"]}
-            spec = FeatureSpec.from_model(cfg.model)
-            if spec.audio and any(t.source == "audio" for t in active_tasks(cfg)):
+            if mel:
                 # the log-mel frames the model reads, computed once by parallel processes (a disk cache)
                 feats = precompute(cfg.corpus.out, spec, workers=max(1, os.cpu_count() or 1), progress=False)
                 print(f"log-mel features: {feats['computed']} computed, {feats['cached']} cached, "
@@ -299,10 +301,7 @@ class Runner:
 
         settings = _settings(cfg, lambda k: k.startswith(("tokenize.", "midi_codec.")) and k != "tokenize.workers")
         settings["codecs"] = {k: self.results.get(f"{k} codec", {}).get("codec", "") for k in ("image", "audio")}
-        from musicmoe.data.features import FeatureSpec
-
-        spec = FeatureSpec.from_model(cfg.model)  # a new log-mel setting precomputes its own cache
-        if spec.audio and any(t.source == "audio" for t in active_tasks(cfg)):
+        if mel:  # a new log-mel setting precomputes its own cache
             settings["mel_features"] = spec.key("audio")
         self.stage("tokens", settings, lambda r: (Path(cfg.tokenize.out) / META_FILE).is_file(), run)
 

@@ -597,7 +597,8 @@ class Translator(nn.Module):
 
     def _ctc_loss(self, memory: torch.Tensor, mem_mask: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Auxiliary CTC loss of the rows with a single-codebook target (see the module docstring): per target
-        token, averaged over those rows; 0 (with zero gradients for every CTC head) when the batch has none."""
+        token, averaged over those rows; 0 (with zero gradients for every CTC head) when the batch has none. It
+        selects the rows with ``nonzero`` (a host sync per step; only with ``model.ctc_weight > 0``)."""
         up = self.config.ctc_upsample
         content = (batch.tgt_mask.sum(1) - 2).clamp_min(0)  # target tokens between BOS and EOS
         src_len = mem_mask.sum(1) * up
