@@ -60,6 +60,10 @@ class ModelConfig:
     mel_stack: int = 2  # consecutive mel frames per encoder position (2 x 20 ms = 40 ms)
     feature_sample_rate: int = 24000
     stem_channels: list[int] = field(default_factory=lambda: [32, 64, 96])  # pixel stem: stride-2 conv widths
+    # audio stem: "linear" (one linear map per position) or "conv" (2-D convolutions over time x frequency, the same
+    # filters at every pitch on a log-frequency axis, then a linear map); mel_stem_channels: the conv widths
+    mel_stem: str = "linear"
+    mel_stem_channels: list[int] = field(default_factory=lambda: [16, 32])
     # 2-D positions of image sources and targets: learned row + column embeddings of the code/patch grid
     grid_positions: bool = True
     max_grid_rows: int = 32
@@ -67,6 +71,9 @@ class ModelConfig:
     # auxiliary CTC on the encoder for single-codebook targets (lmx, midi): hybrid CTC/attention training
     ctc_weight: float = 0.0  # > 0: add ctc_weight x the CTC loss (per target token) to the training loss
     ctc_upsample: int = 2  # label slots per source position (a system's LMX can be longer than its patch grid)
+    # CTC labels of MIDI targets: "events" (every event id) or "onsets" (the pitch ids of note-ons only: a
+    # monotonic label sequence that sits on the audio frames, so the encoder must say which pitch starts where)
+    ctc_midi: str = "events"
     # decoder feed-forward: mixture of experts grouped by target modality
     experts_per_modality: int = 1
     top_k: int = 0  # 0 = hard routing by target modality only (needs experts_per_modality == 1)
@@ -122,6 +129,13 @@ class ModelConfig:
             err("ctc_weight", f"must be >= 0, got {self.ctc_weight!r}")
         if not isinstance(self.ctc_upsample, int) or isinstance(self.ctc_upsample, bool) or self.ctc_upsample < 1:
             err("ctc_upsample", f"must be a positive integer, got {self.ctc_upsample!r}")
+        if self.ctc_midi not in ("events", "onsets"):
+            err("ctc_midi", f"must be 'events' or 'onsets', got {self.ctc_midi!r}")
+        if self.mel_stem not in ("linear", "conv"):
+            err("mel_stem", f"must be 'linear' or 'conv', got {self.mel_stem!r}")
+        self.mel_stem_channels = [int(c) for c in self.mel_stem_channels]
+        if len(self.mel_stem_channels) != 2 or any(c < 1 for c in self.mel_stem_channels):
+            err("mel_stem_channels", f"must be two positive channel counts, got {self.mel_stem_channels}")
         if self.mel_scale not in ("mel", "log"):
             err("mel_scale", f"must be 'mel' or 'log', got {self.mel_scale!r}")
         nyquist = self.feature_sample_rate / 2

@@ -6,6 +6,9 @@
   order. (Without the normalisation a default-initialised stem's output barely varies between images, and the
   translator settles for a language model of its targets that ignores its source.)
 * :class:`MelStem`: stacked log-mel frames -> LayerNorm, linear map and a width-3 convolution over time.
+* :class:`ConvMelStem` (``model.mel_stem: conv``): the frames as a time x frequency image through three 3x3
+  convolutions (the last two halve the frequency axis; one also merges the ``mel_stack`` frames of a position), so on a
+  log-frequency axis one filter finds a harmonic pattern at every pitch; then the linear map and time convolution.
 * :class:`GridPositions`: learned row and column embeddings of an image's code/patch grid. A flattened grid of
   height ``H'`` puts cell ``(r, c)`` at position ``c * H' + r``; with ``H'`` varying per crop, "same row, next
   column" is no fixed offset for rotary positions, so each position is also told its row and column.
@@ -63,6 +66,35 @@ class MelStem(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         h = self.act(self.proj(self.norm(feats)))
+        return h + self.conv(h.transpose(1, 2)).transpose(1, 2)
+
+
+class ConvMelStem(nn.Module):
+    """(n, T, stack * bins) stacked log-mel frames -> (n, T, d) through 2-D convolutions over time x frequency."""
+
+    def __init__(self, bins: int, stack: int, channels: Sequence[int], d_model: int) -> None:
+        super().__init__()
+        c1, c2 = (int(c) for c in channels)
+        self.bins, self.stack = bins, stack
+        self.norm = nn.BatchNorm2d(1)
+        self.net = nn.Sequential(
+            nn.Conv2d(1, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.GELU(),
+            nn.Conv2d(c1, c2, 3, stride=(stack, 2), padding=1, bias=False), nn.BatchNorm2d(c2), nn.GELU(),
+            nn.Conv2d(c2, c2, 3, stride=(1, 2), padding=1, bias=False), nn.BatchNorm2d(c2), nn.GELU(),
+        )
+        freq = ((bins - 1) // 2) // 2 + 1
+        self.proj = nn.Linear(c2 * freq, d_model)
+        self.conv = nn.Conv1d(d_model, d_model, 3, padding=1)
+        self.act = nn.GELU()
+        for m in self.net:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        n, t = feats.shape[:2]
+        x = self.norm(feats.reshape(n, 1, t * self.stack, self.bins))
+        y = self.net(x)  # (n, c2, T, F')
+        h = self.act(self.proj(y.permute(0, 2, 1, 3).reshape(n, y.shape[2], -1)))
         return h + self.conv(h.transpose(1, 2)).transpose(1, 2)
 
 

@@ -34,8 +34,9 @@ which selects the real positions with ``nonzero`` (syncs in every layer).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,7 @@ from musicmoe.models.codebooks import DepthDecoder, apply_delay
 from musicmoe.models.config import ModelConfig
 from musicmoe.models.embedding import LearnedPositions, TokenEmbedding
 from musicmoe.models.generation import generate
-from musicmoe.models.inputs import GridPositions, MelStem, PixelStem
+from musicmoe.models.inputs import ConvMelStem, GridPositions, MelStem, PixelStem
 from musicmoe.models.layers import DecoderLayer, SelfAttentionBlock
 from musicmoe.models.moe import FeedForward, GroupedMoE, HardRoutingPlan, MoEStats
 from musicmoe.models.vocab import MODALITIES, VocabSpec, modality_index
@@ -140,10 +141,41 @@ class HostPlan:
     tasks: tuple[int, ...]
 
 
+def midi_onset_layout(spec: Any, midi_config: Mapping[str, Any] | None) -> tuple[int, int, int, int, int]:
+    """``(pitch_first, pitch_stop, velocity_first, velocity_stop, tie)`` event ids of the MIDI codec whose settings are
+    ``midi_config``; raises ``ValueError`` when that codec's vocabulary is not the model's MIDI vocabulary."""
+    from musicmoe.codecs.midi import MidiCodec, MidiCodecConfig
+
+    codec = MidiCodec(MidiCodecConfig(**dict(midi_config or {})))
+    if codec.vocab_size != spec.vocab_size:
+        raise ValueError(f"model.ctc_midi=onsets: the MIDI codec settings {dict(midi_config or {})} give "
+                         f"{codec.vocab_size} event ids, the model's MIDI vocabulary has {spec.vocab_size}")
+    return (*codec.vocab.id_range("pitch"), *codec.vocab.id_range("velocity"), codec.tie_id)
+
+
+def note_on_labels(ids: torch.Tensor, lengths: torch.Tensor,
+                   layout: tuple[int, int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pitch ids of the note-ons in MIDI event rows ``ids`` (n, L) of ``lengths`` events, packed to the left
+    (the rest of each row is padding), and their counts. A pitch event is a note-on when it follows the tie token
+    and the last velocity event before it is not 0 (see :mod:`musicmoe.codecs.midi.codec`)."""
+    p0, p1, v0, v1, tie = layout
+    pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+    inside = pos < lengths[:, None]
+    after_tie = torch.cummax(torch.where(ids == tie, pos, -1), 1).values >= 0
+    is_vel = (ids >= v0) & (ids < v1)
+    last_vel = torch.cummax(torch.where(is_vel, pos, -1), 1).values
+    vel = (ids.gather(1, last_vel.clamp_min(0)) - v0).masked_fill(last_vel < 0, 0)
+    on = (ids >= p0) & (ids < p1) & inside & after_tie & (vel > 0)
+    order = torch.sort((~on).to(torch.uint8), dim=1, stable=True).indices
+    return ids.gather(1, order), on.sum(1)
+
+
 class Translator(nn.Module):
     """Encoder-decoder translator between score images, LMX, MIDI and audio tokens (see the module docstring)."""
 
-    def __init__(self, config: ModelConfig, vocab: VocabSpec) -> None:
+    def __init__(self, config: ModelConfig, vocab: VocabSpec, midi_config: Mapping[str, Any] | None = None) -> None:
+        """``midi_config``: the MIDI codec's settings (``MidiCodecConfig`` keys; defaults when ``None``), needed only
+        by ``model.ctc_midi: onsets`` to find note-on pitch ids among the event ids."""
         super().__init__()
         self.config, self.vocab = config, vocab
         cfg, d = config, config.d_model
@@ -162,7 +194,8 @@ class Translator(nn.Module):
         if "image" in dims:
             self.stems["image"] = PixelStem(cfg.stem_channels, d, cfg.patch)
         if "audio" in dims:
-            self.stems["audio"] = MelStem(dims["audio"], d)
+            self.stems["audio"] = (ConvMelStem(cfg.mel_bins, cfg.mel_stack, cfg.mel_stem_channels, d)
+                                   if cfg.mel_stem == "conv" else MelStem(dims["audio"], d))
         self.grid = GridPositions(cfg.max_grid_rows, cfg.max_grid_cols, d) if cfg.grid_positions else None
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = nn.ModuleList(
@@ -184,6 +217,9 @@ class Translator(nn.Module):
             for spec in vocab:
                 if not spec.multi_codebook:
                     self.ctc_heads[spec.name] = nn.Linear(d, cfg.ctc_upsample * spec.table_size)
+        self._onset_ids: tuple[int, int, int, int, int] | None = None
+        if "midi" in self.ctc_heads and cfg.ctc_midi == "onsets":
+            self._onset_ids = midi_onset_layout(vocab[modality_index("midi")], midi_config)
         self.register_buffer("_pad", torch.tensor([s.pad_id for s in vocab]), persistent=False)
         self.register_buffer("_bos", torch.tensor([s.bos_id for s in vocab]), persistent=False)
         self.register_buffer("_eos", torch.tensor([s.eos_id for s in vocab]), persistent=False)
@@ -616,6 +652,8 @@ class Translator(nn.Module):
             logp = logits.view(n, s * up, spec.table_size).log_softmax(-1).transpose(0, 1)  # (S * up, n, V)
             targets = batch.tgt_tokens.index_select(0, rows)[:, 1:, 0]
             lengths = content.index_select(0, rows)
+            if name == "midi" and self._onset_ids is not None:
+                targets, lengths = note_on_labels(targets, lengths, self._onset_ids)
             loss = F.ctc_loss(logp, targets, src_len.index_select(0, rows), lengths, blank=spec.pad_id,
                               reduction="none", zero_infinity=True)
             per_row.append(loss / lengths.clamp_min(1))

@@ -92,7 +92,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 
     payload = load_payload(path)
     hp = payload["hparams"]
-    model = Translator(ModelConfig.from_dict(hp["config"]["model"]), VocabSpec.from_dict(hp["vocab"]))
+    midi = ((hp.get("codecs") or {}).get("midi") or {}).get("config")
+    model = Translator(ModelConfig.from_dict(hp["config"]["model"]), VocabSpec.from_dict(hp["vocab"]), midi_config=midi)
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not fit the model (missing {missing[:5]}, unexpected "

@@ -59,7 +59,8 @@ class TranslationModule(pl.LightningModule):
         self.vocab = VocabSpec.from_dict(vocab)
         self.optim_config = optim_config(config.get("optim", {}))
         self.max_steps = int(config.get("trainer", {}).get("max_steps", 1000))
-        self.model = Translator(self.model_config, self.vocab)
+        midi_config = ((codecs or {}).get("midi") or {}).get("config")  # model.ctc_midi=onsets reads its layout
+        self.model = Translator(self.model_config, self.vocab, midi_config=midi_config)
         if self.model_config.compile:  # parameter names and checkpoints stay those of the eager model
             self.model.compile_forward()
 

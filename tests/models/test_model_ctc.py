@@ -61,3 +61,97 @@ def test_ctc_trains_the_encoder_and_leaves_code_targets_alone(mt):
         ModelConfig(ctc_upsample=0)
     with pytest.raises(ValueError, match="ctc_weight"):
         ModelConfig(ctc_weight=-1.0)
+
+
+# ---------------------------------------------------------------------------------------- ctc_midi: onsets
+@pytest.fixture(scope="module")
+def chorale_melody():
+    """The soprano of a real chorale (music21's bwv66.6) and the MIDI codec with its default settings."""
+    from musicmoe.codecs.midi import MidiCodec
+    from musicmoe.codecs.midi.music21_io import corpus_pretty_midi
+
+    pm = corpus_pretty_midi("bach/bwv66.6")
+    return pm, MidiCodec()
+
+
+@pytest.mark.parametrize("start,end", [(0.0, 6.0), (4.1, 9.0)])
+def test_note_on_labels_are_the_window_onsets_in_event_order(chorale_melody, start, end):
+    from musicmoe.models.translator import midi_onset_layout, note_on_labels
+    from musicmoe.models.vocab import VocabSpec
+
+    pm, codec = chorale_melody
+    ids = codec.encode(pm, start, end)
+    layout = midi_onset_layout(VocabSpec.build(37, codec.vocab_size)["midi"], None)
+    s, e = codec.seconds_to_steps(start), codec.seconds_to_steps(end)
+    # onsets in [start, end) in the codec's order at one time step (program, then pitch); notes sounding at
+    # `start` sit in the tie section and are not onsets
+    expected = sorted((n.start, n.program, n.pitch) for n in codec.notes(pm) if s <= n.start < e)
+    assert start == 0.0 or any(n.start < s < n.end for n in codec.notes(pm))  # the window has a tie section
+    rows = torch.tensor([ids + [0] * 3, ids[:5] + [0] * (len(ids) - 2)])  # a second, cut row with padding
+    labels, counts = note_on_labels(rows, torch.tensor([len(ids), 5]), layout)
+    got = [int(i) - layout[0] for i in labels[0, : int(counts[0])]]
+    assert got == [p for _, _, p in expected] and len(got) > 5
+    cut = [n for n in codec.event_names(ids[:5]) if n.startswith("pitch")]
+    assert int(counts[1]) <= len(cut)
+
+
+def test_ctc_onsets_trains_on_note_on_labels_of_real_audio(chorale_melody):
+    from musicmoe.data.features import FeatureSpec
+    from musicmoe.data.synth import synthesize
+    from musicmoe.models.batch import collate
+    from musicmoe.models.translator import midi_onset_layout, note_on_labels
+    from musicmoe.models.vocab import VocabSpec
+
+    pm, codec = chorale_melody
+    vocab = VocabSpec.build(37, codec.vocab_size, image_codebooks=2, image_codebook_size=16, audio_codebooks=2,
+                            audio_codebook_size=16)
+    spec = FeatureSpec(audio=True, mel_bins=48, mel_stack=2, mel_scale="log", mel_fmin=50.0, mel_fmax=6000.0)
+    examples = []
+    for k, (a, b) in enumerate([(0.0, 3.0), (3.0, 5.0)]):
+        window = codec.to_pretty_midi(codec.decode_notes(codec.encode(pm, a, b), duration=b - a)[0])
+        wave = synthesize(window, spec.sample_rate, tail=0.2)
+        examples.append({"src_features": spec.audio_features(wave, spec.sample_rate), "src_modality": "audio",
+                         "tgt": torch.tensor(codec.encode(pm, a, b)), "tgt_modality": "midi", "task": 0})
+    cfg = ModelConfig(d_model=32, n_heads=4, enc_layers=1, dec_layers=1, d_ff=64, dropout=0.0, subdecoder_dim=16,
+                      subdecoder_heads=2, max_src_len=256, max_tgt_len=256, audio_input="mel", mel_bins=48,
+                      mel_stack=2, mel_stem="conv", mel_stem_channels=[4, 8], ctc_weight=1.0, ctc_midi="onsets",
+                      ctc_upsample=1)
+    torch.manual_seed(0)
+    model = Translator(cfg, vocab)
+    batch = collate(examples, vocab)
+    model.eval()
+    with torch.no_grad():
+        out = model(batch)
+        memory, mask = model.encode(batch.src_tokens, batch.src_mask, batch.src_modality, batch.tgt_modality,
+                                    src_features=batch.src_features)
+    layout = midi_onset_layout(vocab["midi"], {})
+    midi = vocab["midi"]
+    expected = []
+    for k, ex in enumerate(examples):
+        labels, n = note_on_labels(ex["tgt"][None], torch.tensor([len(ex["tgt"])]), layout)
+        s = int(mask[k].sum())
+        with torch.no_grad():
+            logp = model.ctc_heads["midi"](memory[k, :s]).log_softmax(-1)
+        loss = F.ctc_loss(logp[:, None], labels[:, : int(n)], [s], [int(n)], blank=midi.pad_id, reduction="sum")
+        expected.append(loss / int(n))
+    assert float(out.metrics["ctc_loss"]) == pytest.approx(float(torch.stack(expected).mean()), rel=1e-4)
+    model.train()  # the conv stem learns from the CTC loss alone
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(40):
+        opt.zero_grad()
+        out = model(batch)
+        first = float(out.metrics["ctc_loss"]) if first is None else first
+        (out.loss - out.ce_loss).backward()
+        opt.step()
+    assert next(model.stems["audio"].net.parameters()).grad.abs().sum() > 0
+    assert float(out.metrics["ctc_loss"]) < 0.5 * first
+
+
+def test_ctc_onsets_refuses_a_midi_vocabulary_of_other_settings(mt):
+    with pytest.raises(ValueError, match="ctc_midi=onsets.*event ids"):
+        Translator(mt.config(ctc_weight=1.0, ctc_midi="onsets"), mt.VOCAB)
+    with pytest.raises(ValueError, match="ctc_midi"):
+        ModelConfig(ctc_midi="notes")
+    with pytest.raises(ValueError, match="mel_stem"):
+        ModelConfig(mel_stem="cnn")
