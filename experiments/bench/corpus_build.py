@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
 
-    from musicmoe.data.build import CorpusConfig, build_corpus
-    from musicmoe.data.build.runner import default_workers
+    from musicmoe.data.builder import CorpusConfig, build_corpus
+    from musicmoe.data.builder.runner import default_workers
     from musicmoe.data.shards import Corpus
     from musicmoe.data.synth import synthesize
 

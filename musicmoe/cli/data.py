@@ -19,7 +19,7 @@ from typing import Any
 
 from musicmoe.cli.common import add_config_arguments, existing_path
 from musicmoe.config import CONFIG_ROOT, ConfigError, compose, load_config
-from musicmoe.data.build.config import CorpusConfig
+from musicmoe.data.builder.config import CorpusConfig
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def corpus_config_from_args(args: argparse.Namespace) -> CorpusConfig:
 
 def _build(args: argparse.Namespace) -> int:
     from musicmoe.cli.main import UserError
-    from musicmoe.data.build.runner import BuildError, build_corpus
+    from musicmoe.data.builder.runner import BuildError, build_corpus
 
     cfg = corpus_config_from_args(args)
     try:
@@ -161,7 +161,7 @@ def _add_stats(group) -> None:
 
 def _stats(args: argparse.Namespace) -> int:
     from musicmoe.cli.main import UserError
-    from musicmoe.data.build.stats import corpus_stats, format_stats
+    from musicmoe.data.builder.stats import corpus_stats, format_stats
     from musicmoe.data.shards import CorpusError
 
     try:
@@ -184,7 +184,7 @@ def _add_show(group) -> None:
 
 def _show(args: argparse.Namespace) -> int:
     from musicmoe.cli.main import UserError
-    from musicmoe.data.build.stats import export_example
+    from musicmoe.data.builder.stats import export_example
     from musicmoe.data.shards import CorpusError
 
     try:

@@ -203,7 +203,7 @@ class Runner:
         cfg = self.cfg
 
         def build() -> dict[str, Any]:
-            from musicmoe.data.build.runner import build_corpus
+            from musicmoe.data.builder.runner import build_corpus
 
             report = build_corpus(cfg.corpus, progress=None)
             failed = report["run"].get("files_failed", 0)
@@ -544,7 +544,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """What the stages raise for bad inputs or settings (``ValueError`` covers codec and checkpoint errors)."""
     from musicmoe.codecs.audio.train import AudioCodecTrainError
     from musicmoe.codecs.image.train import ImageCodecTrainError
-    from musicmoe.data.build.runner import BuildError
+    from musicmoe.data.builder.runner import BuildError
     from musicmoe.data.shards import CorpusError
     from musicmoe.data.tokenize import TokenizeError
     from musicmoe.data.tokens import TokenDataError

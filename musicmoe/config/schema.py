@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from musicmoe.codecs.audio.config import AudioCodecConfig
 from musicmoe.codecs.image.config import ImageCodecConfig
 from musicmoe.codecs.midi.config import MidiCodecConfig
-from musicmoe.data.build.config import CorpusConfig
+from musicmoe.data.builder.config import CorpusConfig
 from musicmoe.data.config import DataConfig
 from musicmoe.data.tokenize_config import TokenizeConfig
 from musicmoe.models.config import ModelConfig

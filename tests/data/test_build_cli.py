@@ -13,8 +13,8 @@ from PIL import Image
 
 from musicmoe.cli.main import build_parser, main
 from musicmoe.config import ConfigError, compose
-from musicmoe.data.build.config import CorpusConfig, content_keys
-from musicmoe.data.build.sources import list_sources, make_id
+from musicmoe.data.builder.config import CorpusConfig, content_keys
+from musicmoe.data.builder.sources import list_sources, make_id
 from musicmoe.data.shards import Corpus
 
 
@@ -113,7 +113,7 @@ def test_data_group_is_open_to_other_commands():
 
 def test_programs_drawn_per_tune(tmp_path):
     """A multi-tune ABC file gives one piece per tune; with `programs` each tune plays one program of the list."""
-    from musicmoe.data.build.align import PartInfo, piece_program, with_program
+    from musicmoe.data.builder.align import PartInfo, piece_program, with_program
 
     programs = [0, 40, 73]
     assert piece_program("a-1", programs) == piece_program("a-1", programs) in programs

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from musicmoe.cli.main import main
-from musicmoe.data.build.config import CorpusConfig
-from musicmoe.data.build.runner import BuildError, build_corpus
-from musicmoe.data.build.sources import music21_corpus_root
+from musicmoe.data.builder.config import CorpusConfig
+from musicmoe.data.builder.runner import BuildError, build_corpus
+from musicmoe.data.builder.sources import music21_corpus_root
 from musicmoe.data.shards import SHARD_DIR, Corpus
 
 M21 = music21_corpus_root()
@@ -130,7 +130,7 @@ def test_opus_file_gives_one_piece_per_tune(tmp_path):
 
 def test_hung_piece_is_killed_and_reported(tmp_path, monkeypatch):
     """A file that stops making progress is killed after the timeout; the others are built."""
-    from musicmoe.data.build import runner
+    from musicmoe.data.builder import runner
 
     src = tmp_path / "scores"
     src.mkdir()
@@ -155,7 +155,7 @@ def test_hung_piece_is_killed_and_reported(tmp_path, monkeypatch):
 
 def test_crashing_worker_is_contained(tmp_path, monkeypatch):
     """A worker killed by a signal (as verovio would on a segfault) costs only its file."""
-    from musicmoe.data.build import runner
+    from musicmoe.data.builder import runner
 
     src = tmp_path / "scores"
     src.mkdir()

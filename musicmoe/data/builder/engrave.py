@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from musicmoe.data.build.config import CorpusConfig
+from musicmoe.data.builder.config import CorpusConfig
 
 SVG_NS = "http://www.w3.org/2000/svg"
 XLINK_NS = "http://www.w3.org/1999/xlink"

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from musicmoe.data.build.align import (
+from musicmoe.data.builder.align import (
     cut,
     part_programs,
     piece_midi,
@@ -19,9 +19,9 @@ from musicmoe.data.build.align import (
     tempo_at,
     with_program,
 )
-from musicmoe.data.build.config import CorpusConfig
-from musicmoe.data.build.engrave import EngraveError, engrave, render_system
-from musicmoe.data.build.sources import PieceSource, iter_scores
+from musicmoe.data.builder.config import CorpusConfig
+from musicmoe.data.builder.engrave import EngraveError, engrave, render_system
+from musicmoe.data.builder.sources import PieceSource, iter_scores
 from musicmoe.data.example import Example
 from musicmoe.data.shards import SHARD_DIR, ShardWriter
 from musicmoe.data.split import split_for

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from musicmoe.data.build.config import MUSICXML_FORMATS, CorpusConfig
+from musicmoe.data.builder.config import MUSICXML_FORMATS, CorpusConfig
 
 
 class SourceError(ValueError):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from musicmoe.data.build.config import CorpusConfig
+from musicmoe.data.builder.config import CorpusConfig
 
 EPS = 1e-4          # seconds: a note starting this close before a system's start belongs to the system
 MIN_NOTE = 1e-3     # seconds: shorter clipped notes are dropped

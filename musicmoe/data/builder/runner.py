@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from musicmoe.config import ConfigError, load_saved, save_config
-from musicmoe.data.build.config import CorpusConfig, content_keys
-from musicmoe.data.build.piece import SUMMARY_SUFFIX, _reason, build_file
-from musicmoe.data.build.sources import PieceSource, SourceError, list_sources
+from musicmoe.data.builder.config import CorpusConfig, content_keys
+from musicmoe.data.builder.piece import SUMMARY_SUFFIX, _reason, build_file
+from musicmoe.data.builder.sources import PieceSource, SourceError, list_sources
 from musicmoe.data.shards import SHARD_DIR, iter_records, shard_done, write_manifest, write_report
 
 log = logging.getLogger(__name__)

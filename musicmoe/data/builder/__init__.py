@@ -4,18 +4,18 @@
 ``export_example(dir, index, outdir)``.  The settings are :class:`CorpusConfig` (``corpus`` config section).
 """
 
-from musicmoe.data.build.config import CorpusConfig, content_keys
+from musicmoe.data.builder.config import CorpusConfig, content_keys
 
 __all__ = ["BuildError", "CorpusConfig", "build_corpus", "content_keys", "corpus_stats", "export_example"]
 
 
 def __getattr__(name: str):  # lazy: importing the config must not import verovio/music21
     if name in ("build_corpus", "BuildError"):
-        from musicmoe.data.build import runner
+        from musicmoe.data.builder import runner
 
         return getattr(runner, name)
     if name in ("corpus_stats", "export_example"):
-        from musicmoe.data.build import stats
+        from musicmoe.data.builder import stats
 
         return getattr(stats, name)
     raise AttributeError(name)
