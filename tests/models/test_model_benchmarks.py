@@ -1,8 +1,11 @@
 """The benchmark scripts run end to end (tiny shapes; the real runs are documented in their docstrings)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,6 +25,21 @@ def test_train_step_benchmark_prints_the_comparison_table(tmp_path):
         assert name in out
     assert "MFU" in out and (tmp_path / "r.json").exists()
     assert "BART" in out  # measured, or skipped with the reason
+    # the figures: rates follow from the timings, MoE matches dense in active size and counted FLOPs
+    result = json.loads((tmp_path / "r.json").read_text())
+    rows = {r["key"]: r for r in result["rows"]}
+    assert result["tokens_per_step"] == 3 * (12 + 10) and result["ceiling_flops"] > 1e9
+    for r in rows.values():
+        assert 0 < r["sec"] < 60 and r["params"] >= r["active"] > 1e6
+        assert r["tokens_per_s"] == pytest.approx(result["tokens_per_step"] / r["sec"], rel=1e-6)
+        assert r["mfu"] == pytest.approx(r["flops_per_s"] / result["ceiling_flops"], rel=1e-6)
+        assert f"{r['sec'] * 1000:.1f}" in out  # the printed table shows the measured median
+    dense = rows["dense"]
+    for key in ("moe", "topk"):
+        assert key in rows, sorted(rows)
+        assert rows[key]["active"] == pytest.approx(dense["active"], rel=0.02)
+        assert rows[key]["flops_per_step"] == pytest.approx(dense["flops_per_step"], rel=0.1)
+    assert dense["flops_per_step"] > 2 * result["tokens_per_step"] * 1e6  # > 1 MFLOP per token and pass
 
 
 def test_decode_benchmark_cache_matches_full(tmp_path):
@@ -33,8 +51,6 @@ def test_decode_benchmark_cache_matches_full(tmp_path):
 
 def test_train_step_benchmark_options_and_gpu_summary(tmp_path):
     """--only/--compile NAMES/--sync-check/--profile (the GPU check's options), and its summary of the results."""
-    import json
-
     out = run("train_step.py", "--size", "small", "--device", "cpu", "--steps", "1", "--rounds", "1", "--warmup", "0",
               "--batch", "3", "--src-len", "12", "--tgt-len", "10", "--only", "dense,moe", "--compile", "moe",
               "--compile-backend", "aot_eager", "--sync-check", "1", "--profile", str(tmp_path / "profile.txt"),
