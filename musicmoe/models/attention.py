@@ -20,6 +20,14 @@ def rotary_tables(positions: torch.Tensor, head_dim: int, base: float) -> tuple[
     return angles.cos(), angles.sin()
 
 
+def row_rotary_tables(times: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) tables (B, 1, L, head_dim / 2) for per-row positions ``times`` (B, L) (any real values), shaped to
+    rotate (B, H, L, D) queries or keys (time-aligned cross-attention)."""
+    cos, sin = rotary_tables(times.reshape(-1), head_dim, base)
+    shape = (*times.shape, head_dim // 2)
+    return cos.view(shape)[:, None], sin.view(shape)[:, None]
+
+
 def apply_rotary(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Rotate ``x`` (..., L, D) by the :func:`rotary_tables` ``rope`` (rotate-half convention, float32 math).
 
@@ -87,9 +95,13 @@ class MultiHeadAttention(nn.Module):
         b, length, _ = x.shape
         return x.view(b, length, n, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
 
-    def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-attention keys/values (B, H, S, D) of an encoder output (computed once per source)."""
+    def project_kv(self, memory: torch.Tensor,
+                   key_rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys/values (B, H, S, D) of an encoder output (computed once per source); ``key_rope``
+        (:func:`row_rotary_tables` of the keys' times) rotates the keys."""
         k, v = self._heads(self.kv_proj(memory), 2)
+        if key_rope is not None:
+            k = apply_rotary(k, key_rope)
         return k, v
 
     def forward(
@@ -102,19 +114,24 @@ class MultiHeadAttention(nn.Module):
         memory: torch.Tensor | None = None,
         memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: KVCache | None = None,
+        cross_rope: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None] | None = None,
     ) -> torch.Tensor:
         """Attend from ``x`` (B, L, d).
 
         Self-attention: ``rope`` (:func:`rotary_tables` of the L positions) rotates queries/keys when rotary is
         on; with ``cache`` the new keys are appended and the queries attend to every cached position
         (incremental decoding, causal by construction). Cross-attention: keys/values from ``memory_kv``
-        (precomputed) or ``memory``.
+        (precomputed) or ``memory``; ``cross_rope`` = (query tables, key tables or ``None`` when ``memory_kv`` holds
+        rotated keys), both from :func:`row_rotary_tables`, aligns queries and keys in time.
         ``attn_mask`` is boolean, True = may attend, broadcastable to (B, H, L, S).
         """
         b, length, d = x.shape
         if self.cross:
             (q,) = self._heads(self.q_proj(x), 1)
-            k, v = memory_kv if memory_kv is not None else self.project_kv(memory)
+            q_rope, k_rope = cross_rope if cross_rope is not None else (None, None)
+            k, v = memory_kv if memory_kv is not None else self.project_kv(memory, k_rope)
+            if q_rope is not None:
+                q = apply_rotary(q, q_rope)
         else:
             qkv = self.qkv_proj(x)
             if self.rotary:

@@ -71,6 +71,11 @@ class ModelConfig:
     # auxiliary CTC on the encoder for single-codebook targets (lmx, midi): hybrid CTC/attention training
     ctc_weight: float = 0.0  # > 0: add ctc_weight x the CTC loss (per target token) to the training loss
     ctc_upsample: int = 2  # label slots per source position (a system's LMX can be longer than its patch grid)
+    # time-aligned cross-attention for audio -> MIDI rows: queries rotated by the decoder's current time (the sum of
+    # the MIDI time shifts read so far), keys by their audio frame's centre time, so "attend to now" is a fixed
+    # relative offset instead of a search by content (rotary on cross-attention, rope_base; other rows unchanged)
+    cross_time: bool = False
+    audio_code_rate: float = 75.0  # frames per second of audio codes (key times when audio_input is "codes")
     # CTC labels of MIDI targets: "events" (every event id) or "onsets" (the pitch ids of note-ons only: a
     # monotonic label sequence that sits on the audio frames, so the encoder must say which pitch starts where)
     ctc_midi: str = "events"
@@ -129,6 +134,8 @@ class ModelConfig:
             err("ctc_weight", f"must be >= 0, got {self.ctc_weight!r}")
         if not isinstance(self.ctc_upsample, int) or isinstance(self.ctc_upsample, bool) or self.ctc_upsample < 1:
             err("ctc_upsample", f"must be a positive integer, got {self.ctc_upsample!r}")
+        if not self.audio_code_rate > 0:
+            err("audio_code_rate", f"must be > 0 frames per second, got {self.audio_code_rate!r}")
         if self.ctc_midi not in ("events", "onsets"):
             err("ctc_midi", f"must be 'events' or 'onsets', got {self.ctc_midi!r}")
         if self.mel_stem not in ("linear", "conv"):
@@ -202,6 +209,14 @@ class ModelConfig:
         if self.audio_input == "mel":
             out["audio"] = self.mel_bins * self.mel_stack
         return out
+
+    @property
+    def audio_frame_seconds(self) -> tuple[float, float]:
+        """(seconds between encoder positions of an audio source, centre of position 0 in seconds)."""
+        if self.audio_input == "mel":
+            hop = self.mel_hop / self.feature_sample_rate
+            return hop * self.mel_stack, hop * (self.mel_stack - 1) / 2
+        return 1.0 / self.audio_code_rate, 0.5 / self.audio_code_rate
 
     @property
     def n_groups(self) -> int:

@@ -28,7 +28,7 @@ from musicmoe.models.codebooks import DepthDecoder
 from musicmoe.models.vocab import MODALITIES, ModalitySpec, modality_index
 
 if TYPE_CHECKING:
-    from musicmoe.models.translator import Translator
+    from musicmoe.models.translator import CrossTimes, Translator
 
 STRATEGIES = ("greedy", "beam", "top_p")
 NEG_INF = float("-inf")
@@ -251,13 +251,15 @@ def _as_modality_tensor(value, b: int, device, what: str) -> torch.Tensor:
 
 def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, m: int, max_len: int,
                  strategy: str, beam_size: int, pick: Picker, use_cache: bool, min_len: int,
-                 length_penalty: float, tgt_rows: torch.Tensor | None = None) -> list[torch.Tensor]:
+                 length_penalty: float, tgt_rows: torch.Tensor | None = None,
+                 cross_times: CrossTimes | None = None) -> list[torch.Tensor]:
     n = memory.shape[0]
     k = beam_size if strategy == "beam" else 1
     if k > 1:
         memory = memory.repeat_interleave(k, 0)
         mem_mask = mem_mask.repeat_interleave(k, 0)
         tgt_rows = tgt_rows.repeat_interleave(k, 0) if tgt_rows is not None else None
+        cross_times = cross_times.repeat_interleave(k) if cross_times is not None else None
     rows = n * k
     dev = memory.device
     stepper = _stepper_class(model, model.vocab[m])(model, m, rows, max_len, min_len, dev)
@@ -265,7 +267,8 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
         model.positions.check(m, stepper.total_steps + 1)
     tgt_mod = torch.full((rows,), m, dtype=torch.long, device=dev)
     seq = stepper.bos_frame()[:, None, :]
-    cache = model.decoder_cache(memory, mem_mask, stepper.total_steps + 1, tgt_rows) if use_cache else None
+    cache = (model.decoder_cache(memory, mem_mask, stepper.total_steps + 1, tgt_rows, cross_times) if use_cache
+             else None)
     scores = torch.zeros(n, k, device=dev)
     scores[:, 1:] = NEG_INF  # all beams start identical: expand only the first
     scores = scores.reshape(-1)
@@ -274,7 +277,8 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
         if cache is not None:
             h = model.decode(seq[:, -1:], tgt_mod, cache=cache)[0][:, -1]
         else:
-            h = model.decode(seq, tgt_mod, memory=memory, memory_mask=mem_mask, tgt_rows=tgt_rows)[0][:, -1]
+            h = model.decode(seq, tgt_mod, memory=memory, memory_mask=mem_mask, tgt_rows=tgt_rows,
+                             cross_times=cross_times)[0][:, -1]
         logits0 = stepper.first_logits(h, step)
         if k > 1:
             v = logits0.shape[1]
@@ -365,12 +369,14 @@ def generate(
     try:
         memory, mem_mask = model.encode(src_tokens, src_mask.bool(), src_mod, tgt_mod, src_features=src_features,
                                         src_rows=None if src_rows is None else src_rows.to(dev).long())
+        times = model.cross_times(src_mod, tgt_mod, memory.shape[1])
         results: list[torch.Tensor | None] = [None] * b
         for m in tgt_mod.unique().tolist():
             rows = (tgt_mod == m).nonzero().squeeze(1)
             part_rows = None if tgt_rows is None else tgt_rows.to(dev).long().index_select(0, rows)
             outs = _decode_part(model, memory.index_select(0, rows), mem_mask.index_select(0, rows), int(m),
-                                max_len, strategy, beam_size, pick, use_cache, min_len, length_penalty, part_rows)
+                                max_len, strategy, beam_size, pick, use_cache, min_len, length_penalty, part_rows,
+                                times.index_select(rows) if times is not None else None)
             for r, o in zip(rows.tolist(), outs):
                 results[r] = o
     finally:

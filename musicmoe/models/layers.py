@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -61,8 +63,10 @@ class DecoderLayer(nn.Module):
         token_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         plan: HardRoutingPlan | None = None,
+        cross_rope: tuple[Any, Any] | None = None,
     ) -> tuple[torch.Tensor, MoEStats | None]:
         x = x + self.drop(self.self_attn(self.norm1(x), is_causal=True, rope=rope, cache=cache))
-        x = x + self.drop(self.cross_attn(self.norm2(x), attn_mask=memory_mask, memory=memory, memory_kv=memory_kv))
+        x = x + self.drop(self.cross_attn(self.norm2(x), attn_mask=memory_mask, memory=memory, memory_kv=memory_kv,
+                                          cross_rope=cross_rope))
         y, stats = self.ffn(self.norm3(x), group, modality, token_mask, plan if self.is_moe else None)
         return x + self.drop(y), (stats if self.is_moe else None)

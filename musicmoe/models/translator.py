@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musicmoe.models.attention import KVCache, MultiHeadAttention, rotary_tables
+from musicmoe.models.attention import KVCache, MultiHeadAttention, rotary_tables, row_rotary_tables
 from musicmoe.models.batch import Batch, BatchInfo
 from musicmoe.models.codebooks import DepthDecoder, apply_delay
 from musicmoe.models.config import ModelConfig
@@ -92,15 +92,34 @@ class OutputHead(nn.Module):
         return torch.einsum("nd,qvd->nqv", h, w.to(h.dtype)) + self.bias.to(h.dtype)
 
 
+@dataclass
+class CrossTimes:
+    """Time alignment of cross-attention (``model.cross_time``): ``keys`` (B, S) the source positions' times in MIDI
+    steps and ``rows`` (B,) the aligned rows (audio source, MIDI target); keys are 0 on the other rows."""
+
+    keys: torch.Tensor
+    rows: torch.Tensor
+
+    def index_select(self, index: torch.Tensor) -> CrossTimes:
+        return CrossTimes(self.keys.index_select(0, index), self.rows.index_select(0, index))
+
+    def repeat_interleave(self, k: int) -> CrossTimes:
+        return CrossTimes(self.keys.repeat_interleave(k, 0), self.rows.repeat_interleave(k, 0))
+
+
 class DecoderCache:
-    """Per-layer self-attention KV caches plus cross-attention keys/values computed once per source."""
+    """Per-layer self-attention KV caches plus cross-attention keys/values computed once per source (and, with
+    ``cross_times``, each row's current time: the sum of the time shifts decoded so far)."""
 
     def __init__(self, model: Translator, memory: torch.Tensor, memory_mask: torch.Tensor, max_len: int,
-                 tgt_rows: torch.Tensor | None = None) -> None:
+                 tgt_rows: torch.Tensor | None = None, cross_times: CrossTimes | None = None) -> None:
         self.self_attn = [KVCache(max_len) for _ in model.decoder]
-        self.cross = [layer.cross_attn.project_kv(memory) for layer in model.decoder]
+        key_rope = model.time_rope(cross_times.keys) if cross_times is not None else None
+        self.cross = [layer.cross_attn.project_kv(memory, key_rope) for layer in model.decoder]
         self.memory_mask = attention_mask(memory_mask)
         self.tgt_rows = tgt_rows  # image target grid heights (rows stay within their example when reordered)
+        self.times = cross_times
+        self.now = memory.new_zeros(memory.shape[0], dtype=torch.float32) if cross_times is not None else None
 
     @property
     def length(self) -> int:
@@ -110,6 +129,8 @@ class DecoderCache:
         """Select rows (beam search); rows stay within their example, so the cross-attention part is kept."""
         for c in self.self_attn:
             c.reorder(index)
+        if self.now is not None:
+            self.now = self.now.index_select(0, index)
 
 
 def attention_mask(mask: torch.Tensor, padded: bool | None = None) -> torch.Tensor | None:
@@ -151,6 +172,20 @@ def midi_onset_layout(spec: Any, midi_config: Mapping[str, Any] | None) -> tuple
         raise ValueError(f"model.ctc_midi=onsets: the MIDI codec settings {dict(midi_config or {})} give "
                          f"{codec.vocab_size} event ids, the model's MIDI vocabulary has {spec.vocab_size}")
     return (*codec.vocab.id_range("pitch"), *codec.vocab.id_range("velocity"), codec.tie_id)
+
+
+def midi_time_layout(spec: Any, midi_config: Mapping[str, Any] | None) -> tuple[int, int, int, int]:
+    """``(shift_first, shift_stop, shift_min, steps_per_second)``: the shift event ids of the MIDI codec whose settings
+    are ``midi_config`` (id ``shift_first + i`` advances ``shift_min + i`` steps); ``ValueError`` when that codec's
+    vocabulary is not the model's MIDI vocabulary."""
+    from musicmoe.codecs.midi import MidiCodec, MidiCodecConfig
+
+    codec = MidiCodec(MidiCodecConfig(**dict(midi_config or {})))
+    if codec.vocab_size != spec.vocab_size:
+        raise ValueError(f"model.cross_time: the MIDI codec settings {dict(midi_config or {})} give "
+                         f"{codec.vocab_size} event ids, the model's MIDI vocabulary has {spec.vocab_size}")
+    first, stop = codec.vocab.id_range("shift")
+    return first, stop, codec.vocab.range("shift").min_value, codec.config.steps_per_second
 
 
 def note_on_labels(ids: torch.Tensor, lengths: torch.Tensor,
@@ -217,6 +252,9 @@ class Translator(nn.Module):
             for spec in vocab:
                 if not spec.multi_codebook:
                     self.ctc_heads[spec.name] = nn.Linear(d, cfg.ctc_upsample * spec.table_size)
+        self._time_layout: tuple[int, int, int, int] | None = None
+        if cfg.cross_time:
+            self._time_layout = midi_time_layout(vocab[modality_index("midi")], midi_config)
         self._onset_ids: tuple[int, int, int, int, int] | None = None
         if "midi" in self.ctc_heads and cfg.ctc_midi == "onsets":
             self._onset_ids = midi_onset_layout(vocab[modality_index("midi")], midi_config)
@@ -360,10 +398,32 @@ class Translator(nn.Module):
             x = x.index_copy(0, index, new)
         return x
 
+    def cross_times(self, src_modality: torch.Tensor, tgt_modality: torch.Tensor, length: int) -> CrossTimes | None:
+        """The :class:`CrossTimes` of a batch whose encoder output has ``length`` positions (``None`` unless
+        ``model.cross_time``): position ``i`` of an audio source sits at its frame's centre time."""
+        if self._time_layout is None:
+            return None
+        step, centre = self.config.audio_frame_seconds
+        rows = (src_modality == modality_index("audio")) & (tgt_modality == modality_index("midi"))
+        t = (torch.arange(length, device=src_modality.device, dtype=torch.float32) * step + centre)
+        return CrossTimes(t[None, :] * self._time_layout[3] * rows[:, None], rows)
+
+    def time_rope(self, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary tables of per-row times (B, L) for time-aligned cross-attention."""
+        return row_rotary_tables(times, self.config.head_dim, self.config.rope_base)
+
+    def _query_times(self, tokens: torch.Tensor, rows: torch.Tensor, now: torch.Tensor | None) -> torch.Tensor:
+        """(B, L) time of each decoder input position: ``now`` plus the shifts of ``tokens`` up to and including it."""
+        first, stop, low, _ = self._time_layout  # type: ignore[misc]
+        ids = tokens[..., 0]
+        shift = torch.where((ids >= first) & (ids < stop) & rows[:, None], ids - first + low, 0)
+        t = shift.cumsum(1).float()
+        return t if now is None else t + now[:, None]
+
     def decoder_cache(self, memory: torch.Tensor, memory_mask: torch.Tensor, max_len: int,
-                      tgt_rows: torch.Tensor | None = None) -> DecoderCache:
+                      tgt_rows: torch.Tensor | None = None, cross_times: CrossTimes | None = None) -> DecoderCache:
         """An empty :class:`DecoderCache` over encoder output ``memory`` for up to ``max_len`` decoder positions."""
-        return DecoderCache(self, memory, memory_mask, max_len, tgt_rows)
+        return DecoderCache(self, memory, memory_mask, max_len, tgt_rows, cross_times)
 
     def decode(
         self,
@@ -376,8 +436,12 @@ class Translator(nn.Module):
         cache: DecoderCache | None = None,
         host: HostPlan | None = None,
         tgt_rows: torch.Tensor | None = None,
+        cross_times: CrossTimes | None = None,
     ) -> tuple[torch.Tensor, list[MoEStats]]:
         """Decoder hidden states (B, L, d) for input frames ``tokens`` (B, L, Qmax).
+
+        ``cross_times`` (:meth:`cross_times`; with ``cache``, given to :meth:`decoder_cache` instead) aligns
+        cross-attention in time.
 
         Without ``cache``: full (teacher-forced) pass over ``memory``; ``token_mask`` (B, L) marks the positions
         whose outputs matter (others are not routed to experts, or, with ``host``, routed and zeroed). With
@@ -420,11 +484,20 @@ class Translator(nn.Module):
                 plan = HardRoutingPlan.build(group, modality, token_mask, cfg.n_groups)
         stats: list[MoEStats] = []
         rope = self._rope(positions)
+        cross_rope = None
+        if cache is not None and cache.times is not None:
+            q_times = self._query_times(tokens, cache.times.rows, cache.now)
+            cache.now = q_times[:, -1]
+            cross_rope = (self.time_rope(q_times), None)  # the cached keys are rotated
+        elif cache is None and cross_times is not None:
+            cross_rope = (self.time_rope(self._query_times(tokens, cross_times.rows, None)),
+                          self.time_rope(cross_times.keys))
         for i, layer in enumerate(self.decoder):
             x, st = layer(
                 x, rope=rope, group=group, modality=modality, memory=memory,
                 memory_kv=cache.cross[i] if cache is not None else None, memory_mask=mem_attn,
                 token_mask=token_mask, cache=cache.self_attn[i] if cache is not None else None, plan=plan,
+                cross_rope=cross_rope,
             )
             if st is not None:
                 stats.append(st)
@@ -544,8 +617,9 @@ class Translator(nn.Module):
                                        host=host, src_features=batch.src_features, src_rows=batch.src_rows,
                                        info=batch.info)
         dec_in, in_mask, targets, valid = self._teacher_forcing(batch, None if host is None else host.multi_target)
+        times = self.cross_times(batch.src_modality, batch.tgt_modality, memory.shape[1])
         hidden, stats = self.decode(dec_in, batch.tgt_modality, memory=memory, memory_mask=mem_mask,
-                                    token_mask=in_mask, host=host, tgt_rows=batch.tgt_rows)
+                                    token_mask=in_mask, host=host, tgt_rows=batch.tgt_rows, cross_times=times)
         b, length, d = hidden.shape
         q_max = targets.shape[2]
         n_pred = (batch.tgt_mask.sum(1) - 1).clamp_min(0)

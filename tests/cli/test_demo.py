@@ -71,3 +71,15 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     assert status.pop("audio codec") == "not needed" and set(status.values()) == {"skipped"}
     assert again["global_step"] == 8
     assert again["metrics"] == result["metrics"]
+
+    # the learning check decides the exit status of `musicmoe demo`: 8 steps read nothing, so the held-out SER
+    # is not below half of the shuffled-source SER and the command exits 1 naming the check
+    from musicmoe.cli.main import main
+
+    assert not check["passed"] and not summary["ok"]
+    assert main(["demo", "--out", str(out), *DEMO_SHRINK]) == 1
+    text = capsys.readouterr().out
+    assert f"check FAILED: {DEMO_CHECK}" in text and "FAILED: omr/ser < 0.5 * omr/ser_shuffled: omr/ser = " in text
+    # the same run passes when the check asks only what it shows (exit 0): the status follows the check
+    assert main(["demo", "--out", str(out), *DEMO_SHRINK, 'run.checks=["omr/ser <= omr/ser"]']) == 0
+    assert "all 1 check(s) passed" in capsys.readouterr().out

@@ -220,3 +220,44 @@ def test_kill9_loses_at_most_the_steps_since_the_checkpoint(train_base, tmp_path
     resumed = event_steps(event_files(run)[-1])
     assert saved <= min(resumed) <= saved + 1, f"resumed at {min(resumed)}, checkpoint was at {saved}"
     assert checkpoint_step(run) == max_steps
+
+
+def test_time_limit_signal_checkpoints_requeues_and_finishes(train_base, tmp_path):
+    """The time-limit path as SLURM drives it: a 3-minute job with ``--signal=SIGUSR1@90`` gets the signal from the
+    controller (30-90 s into the job: SLURM may send it up to 60 s early), the trainer saves at the next step
+    boundary and requeues its own job, and the requeued job resumes and finishes at ``trainer.max_steps``.
+
+    The first job's ``max_steps`` is out of reach, so only the signal can end it; once SLURM counts the requeue the
+    test lowers ``max_steps`` in the base config (a key a resume may change), which the restarted job reads."""
+    from omegaconf import OmegaConf
+
+    base = tmp_path / "base.yaml"
+    node = OmegaConf.load(train_base)
+    OmegaConf.update(node, "trainer.max_steps", 100_000)
+    OmegaConf.update(node, "trainer.checkpoint_every_n_steps", 100_000)  # only the signal saves a checkpoint
+    base.write_text(OmegaConf.to_yaml(node))
+    path = sweep_file(tmp_path, base, "timelimit", {})
+    spec = yaml.safe_load(path.read_text())
+    spec["cluster_overrides"].update(time="3", signal_seconds=90, requeue=True)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    (name, job), = submit(path).items()
+    run = tmp_path / "runs" / name
+
+    wait_for(lambda: slurm.job_table()[job].restarts >= 1, 240, "the signal and the job's own requeue")
+    saved = wait_for(lambda: checkpoint_step(run), 30, "the checkpoint saved on the signal")
+    final = saved + 12
+    OmegaConf.update(node, "trainer.max_steps", final)
+    base.write_text(OmegaConf.to_yaml(node))
+    state = slurm.wait([job], timeout=300)[job]
+    log = "".join(p.read_text() for p in sorted(run.glob("slurm-*.out")))
+    assert state == "COMPLETED", log[-3000:]
+    assert "SIGUSR1 received: saving" in log and f"scontrol requeue {job} -> exit 0" in log, log[-3000:]
+    assert f"job {job} restart 0" in log and f"job {job} restart 1" in log
+    assert saved > 0 and checkpoint_step(run) == final
+
+    files = event_files(run)
+    first, resumed = event_steps(files[0]), event_steps(files[-1])
+    assert len(files) >= 2 and first and resumed
+    assert max(first) <= saved <= min(resumed), (max(first), saved, min(resumed))
+    steps = [p.step for p in events.read_curves(run)["train/loss"]]
+    assert steps == sorted(set(steps)) and steps[-1] >= final - 1  # one monotone step axis across the requeue
