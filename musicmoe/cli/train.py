@@ -21,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, "verbose", False):
             raise
         raise UserError(str(err)) from None
-    print(json.dumps(summary))
+    if summary.get("rank", 0) == 0:  # one summary per run, not one per process
+        print(json.dumps(summary))
     return 0
 
 

@@ -4,12 +4,14 @@ The sampler draws *streams*: a stream is one task on one token folder (``data.to
 ``data.sources`` when a run mixes corpora, see musicmoe/data/mix.py).  A stream's weight at a step is its corpus's
 share (weight x curriculum) split among the tasks that corpus has data for, by the tasks' curriculum weights.
 
-Sampling (:class:`MultiTaskBatchSampler`) is a pure function of the batch number: batch ``b`` of rank ``r``
-depends only on ``(seed, b, r)``.  Batches are drawn in *pools* of ``bucket_batches`` batches; a pool draws
-``bucket_batches * batch_size`` (stream, item) pairs — the stream by its weight at the pool's first step,
-the item uniformly among the stream's items (with replacement, so a stream's share follows its weight even when
-its data is small) — sorts them by length (random tie-break), cuts the sorted list into batches (bucketing:
-similar lengths share a batch, little padding) and shuffles the batch order.  Resuming at batch ``b`` continues exactly
+Sampling (:class:`MultiTaskBatchSampler`) is a pure function of the batch number: batch ``b`` of rank ``r`` of
+``world`` ranks depends only on ``(seed, b, r, world)``.  Batches are drawn in *pools* of ``bucket_batches`` global
+batches (``world * batch_size`` examples each), the same pool on every rank; a pool draws its (stream, item) pairs —
+the stream by its weight at the pool's first step, the items uniformly among the stream's items, without
+replacement while the stream has enough of them (a small stream repeats items, so its share still follows its
+weight) — sorts them by length (random tie-break), cuts the sorted list into global batches (bucketing: similar
+lengths share a batch, little padding), shuffles their order and gives rank ``r`` the ``r``-th slice of each
+global batch: no example is seen twice in one global batch, and no rank sees another rank's examples.  Resuming at batch ``b`` continues exactly
 where the interrupted run stopped, whatever the loader had prefetched: no batch is repeated or skipped.
 
 Image sources (``data.image_source``): degradations act on pixels while training reads codes.  "tokens" uses the
@@ -40,6 +42,29 @@ log = logging.getLogger(__name__)
 Index = tuple[int, int, int]  # (stream id, item index in that stream's token folder, per-draw random seed)
 
 
+def _spread_repeats(batches: list[list[int]], keys: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Swap draws between ``batches`` (lists of draw indices, ``keys[k]`` = (stream, item) of draw ``k``) until no
+    batch holds one example twice, where another batch can take the repeat (a stream with fewer items than draws
+    repeats them, and sorting by length puts the copies side by side)."""
+    for batch in batches:
+        seen: set[tuple[int, int]] = set()
+        for pos, k in enumerate(batch):
+            if keys[k] not in seen:
+                seen.add(keys[k])
+                continue
+            mine = {keys[x] for x in batch}
+            for other in batches:
+                theirs = {keys[x] for x in other}
+                if other is batch or keys[k] in theirs:
+                    continue
+                swap = next((q for q, o in enumerate(other) if keys[o] not in mine), None)
+                if swap is not None:
+                    batch[pos], other[swap] = other[swap], k
+                    seen.add(keys[batch[pos]])
+                    break
+    return batches
+
+
 class MultiTaskBatchSampler(Sampler[list[Index]]):
     """Endless batches of ``(stream, item, draw_seed)`` triples (see the module docstring).
 
@@ -61,9 +86,12 @@ class MultiTaskBatchSampler(Sampler[list[Index]]):
         rank: int = 0,
         start: int = 0,
         accumulate: int = 1,
+        world: int = 1,
     ) -> None:
         if batch_size < 1 or bucket_batches < 1:
             raise ValueError("batch_size and bucket_batches must be >= 1")
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of the {world} ranks")
         self.items = {t: np.asarray(v, dtype=np.int64) for t, v in items.items() if len(v)}
         self.lengths = {t: np.asarray(lengths[t], dtype=np.int64) for t in self.items}
         for t in self.items:
@@ -73,6 +101,7 @@ class MultiTaskBatchSampler(Sampler[list[Index]]):
             raise ValueError("no task has any training item")  # the data module names the tasks first
         self.weights, self.batch_size, self.bucket = weights, batch_size, bucket_batches
         self.seed, self.rank, self.start, self.accumulate = seed, rank, start, max(1, accumulate)
+        self.world = world
         self._cache: tuple[int, list[list[Index]]] | None = None
 
     def task_probs(self, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,21 +117,25 @@ class MultiTaskBatchSampler(Sampler[list[Index]]):
         """The ``bucket_batches`` batches of pool ``index``."""
         if self._cache is not None and self._cache[0] == index:
             return self._cache[1]
-        rng = np.random.default_rng([self.seed, index, self.rank])
+        rng = np.random.default_rng([self.seed, index, self.world])  # the same pool on every rank
         ids, p = self.task_probs(index * self.bucket // self.accumulate)
-        n = self.bucket * self.batch_size
+        size = self.batch_size * self.world  # one global batch
+        n = self.bucket * size
         tasks = ids[rng.choice(len(ids), size=n, p=p)]
         picks = np.empty(n, dtype=np.int64)
         cost = np.empty(n, dtype=np.int64)
         for t in np.unique(tasks):
             rows = np.nonzero(tasks == t)[0]
-            j = rng.integers(0, len(self.items[int(t)]), size=len(rows))
+            have = len(self.items[int(t)])
+            j = rng.choice(have, size=len(rows), replace=have < len(rows))
             picks[rows] = self.items[int(t)][j]
             cost[rows] = self.lengths[int(t)][j]
         draws = rng.integers(0, 2**31 - 1, size=n)
         order = np.lexsort((rng.random(n), cost))
-        batches = [[(int(tasks[k]), int(picks[k]), int(draws[k])) for k in order[i: i + self.batch_size]]
-                   for i in range(0, n, self.batch_size)]
+        keys = list(zip(tasks.tolist(), picks.tolist()))
+        glob = _spread_repeats([order[i: i + size].tolist() for i in range(0, n, size)], keys)
+        part = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        batches = [[(int(tasks[k]), int(picks[k]), int(draws[k])) for k in g[part]] for g in glob]
         batches = [batches[k] for k in rng.permutation(len(batches))]
         self._cache = (index, batches)
         return batches
@@ -354,21 +387,22 @@ class TranslationDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
 
-    def sampler_for(self, start: int, rank: int = 0, accumulate: int = 1) -> MultiTaskBatchSampler:
-        """The batch sampler of this run, positioned at batch ``start``."""
+    def sampler_for(self, start: int, rank: int = 0, accumulate: int = 1, world: int = 1) -> MultiTaskBatchSampler:
+        """The batch sampler of rank ``rank`` of ``world``, positioned at batch ``start``."""
         self.prepare()
         return MultiTaskBatchSampler(self._items, self._costs, self.weights, self.data.batch_size,
                                      self.data.bucket_batches, seed=self.cfg.run.seed, rank=rank, start=start,
-                                     accumulate=accumulate)
+                                     accumulate=accumulate, world=world)
 
     def train_dataloader(self) -> DataLoader:
         self.prepare()
         trainer = self.trainer
         rank = trainer.global_rank if trainer is not None else 0
+        world = trainer.world_size if trainer is not None else 1
         accumulate = trainer.accumulate_grad_batches if trainer is not None else 1
         if trainer is not None and trainer.global_step and not self._start_batch:
             self._start_batch = trainer.global_step * accumulate
-        self.sampler = self.sampler_for(self._start_batch, rank, accumulate)
+        self.sampler = self.sampler_for(self._start_batch, rank, accumulate, world)
         m = self.cfg.model
         fn = partial(collate, vocab=self.vocab, max_src_len=m.max_src_len, max_tgt_len=m.max_tgt_len,
                      pad_to_multiple=self.data.pad_to_multiple)

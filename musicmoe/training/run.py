@@ -304,4 +304,4 @@ def train(cfg: Config, extra_callbacks: list[Any] = ()) -> dict[str, Any]:
         signal.signal(signal.SIGUSR1, previous)
     return {"run_dir": str(paths.root), "global_step": trainer.global_step,
             "resumed_from": str(ckpt) if ckpt is not None else None, "trained": True,
-            "interrupted": trainer.interrupted}
+            "interrupted": trainer.interrupted, "rank": trainer.global_rank, "world_size": trainer.world_size}

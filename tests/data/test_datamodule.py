@@ -14,13 +14,13 @@ from musicmoe.data.datamodule import MultiTaskBatchSampler, task_items
 from musicmoe.data.tasks import get_task, task_weights
 
 
-def _sampler(start=0, rank=0, bucket=8, weights=None, seed=3):
+def _sampler(start=0, rank=0, bucket=8, weights=None, seed=3, world=1):
     rng = np.random.default_rng(0)
     items = {0: list(range(0, 50)), 1: list(range(50, 80))}
     lengths = {0: rng.integers(5, 200, 50).tolist(), 1: rng.integers(5, 200, 30).tolist()}
     w = weights or (lambda step: {0: 1.0, 1: 1.0})
     return MultiTaskBatchSampler(items, lengths, w, batch_size=4, bucket_batches=bucket, seed=seed, rank=rank,
-                                 start=start), dict(zip(items[0] + items[1], lengths[0] + lengths[1]))
+                                 start=start, world=world), dict(zip(items[0] + items[1], lengths[0] + lengths[1]))
 
 
 def test_batches_are_a_function_of_the_batch_number():
@@ -30,13 +30,33 @@ def test_batches_are_a_function_of_the_batch_number():
     assert first == again
     resumed = list(islice(iter(_sampler(start=17)[0]), 23))
     assert resumed == first[17:]  # resuming continues exactly: nothing repeated, nothing skipped
-    other_rank = list(islice(iter(_sampler(rank=1)[0]), 40))
-    assert other_rank != first
     for batch in first:
         assert len(batch) == 4
         for task, item, draw in batch:
             assert (task == 0 and item < 50) or (task == 1 and 50 <= item < 80)
             assert 0 <= draw < 2**31
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_share_no_example_in_a_global_batch_and_resume_exactly(world):
+    ranks = [list(islice(iter(_sampler(rank=r, world=world)[0]), 30)) for r in range(world)]
+    for b in range(30):
+        items = [item for r in range(world) for _, item, _ in ranks[r][b]]
+        assert len(items) == 4 * world and len(set(items)) == len(items), (b, items)  # 4 x world distinct
+    # a rank's batches depend on (seed, batch, rank, world) only: resuming at batch 11 continues exactly
+    assert list(islice(iter(_sampler(rank=world - 1, world=world, start=11)[0]), 19)) == ranks[world - 1][11:]
+    # the ranks of one global batch hold neighbouring lengths (one bucket), not each its own draw
+    single = list(islice(iter(_sampler(rank=0, world=1)[0]), 30))
+    assert ranks[0] != single
+    with pytest.raises(ValueError, match="rank 2 is not one of the 2 ranks"):
+        _sampler(rank=2, world=2)
+
+
+def test_a_batch_has_no_repeated_example_while_the_tasks_have_enough():
+    s, _ = _sampler()
+    for batch in islice(iter(s), 40):
+        items = [item for _, item, _ in batch]
+        assert len(set(items)) == len(items)
 
 
 def test_bucketing_groups_similar_lengths():
