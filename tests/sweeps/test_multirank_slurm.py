@@ -30,7 +30,7 @@ def _submit(tmp_path: Path, tiny: dict, name: str, strategy: str, steps: int = S
         "model.dropout=0.0", "data.num_workers=0"]
     script = tmp_path / f"{name}.sh"
     script.write_text(
-        "#!/bin/bash\n#SBATCH --ntasks=2\n#SBATCH --cpus-per-task=1\n#SBATCH --time=15\n"
+        "#!/bin/bash\n#SBATCH --nodes=1\n#SBATCH --ntasks-per-node=2\n#SBATCH --cpus-per-task=1\n#SBATCH --time=15\n"
         f"#SBATCH --output={tmp_path}/{name}-%j.out\n"
         f"cd {REPO}\nexport OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1\n"
         f"srun --kill-on-bad-exit=1 {shlex.quote(sys.executable)} -m musicmoe.cli.main train "
