@@ -93,38 +93,41 @@ def test_exported_model_gives_the_trained_models_logits(tiny_tokens, tiny_codecs
     from training.fixtures import RUN_TASKS, tiny_overrides
 
     class Live(pl.Callback):
-        batch = None
-        out = None
+        batches: list = []
+        outs: list = []
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if Live.batch is None:
-                Live.batch = copy.deepcopy(batch)
+            Live.batches.append(copy.deepcopy(batch))
 
         def on_train_end(self, trainer, pl_module):
             pl_module.model.eval()
             with torch.no_grad():
-                Live.out = pl_module.model(Live.batch, return_logits=True)
+                Live.outs = [pl_module.model(b, return_logits=True) for b in Live.batches]
 
     over = tiny_overrides(tiny_tokens, tiny_codecs, tmp_path, "run") + [
         "data.tasks.lmx2midi=0", *[f"data.tasks.{t}=1.0" for t in RUN_TASKS], "model.max_src_len=1280",
         "model.max_tgt_len=1280", "trainer.max_steps=3", "trainer.checkpoint_every_n_steps=3",
         f"trainer.strategy={strategy}", "model.dropout=0.1"]
     summary = train(load_config(None, over), extra_callbacks=[Live()])
-    assert summary["global_step"] == 3 and Live.out is not None
+    assert summary["global_step"] == 3 and len(Live.outs) == 3
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert is_deepspeed_checkpoint(ckpt) == (strategy == "deepspeed")
     assert main(["export", str(ckpt), "-o", str(tmp_path / "model.pt")]) == 0
     model, _ = load_model(tmp_path / "model.pt")
-    with torch.no_grad():
-        out = model(Live.batch, return_logits=True)
-    assert out.logits.keys() == Live.out.logits.keys() and len(out.logits) >= 3
-    for name, logits in out.logits.items():
-        assert logits.dtype == torch.float32
-        torch.testing.assert_close(logits, Live.out.logits[name], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out.loss, Live.out.loss, rtol=1e-6, atol=1e-6)
+    seen = set()
+    for batch, live in zip(Live.batches, Live.outs):  # the three training batches
+        with torch.no_grad():
+            out = model(batch, return_logits=True)
+        assert out.logits.keys() == live.logits.keys()
+        for name, logits in out.logits.items():
+            assert logits.dtype == torch.float32
+            torch.testing.assert_close(logits, live.logits[name], rtol=1e-5, atol=1e-5)
+            seen.add(name)
+        torch.testing.assert_close(out.loss, live.loss, rtol=1e-6, atol=1e-6)
+    assert len(seen) >= 2, seen  # several target modalities compared
     # a slightly perturbed copy does not pass: the comparison can fail
     first = load_model(tmp_path / "model.pt")[0]
     with torch.no_grad():
         for p in first.parameters():
             p.add_(1e-3)
-        assert not torch.allclose(first(Live.batch).loss, Live.out.loss, rtol=1e-6, atol=1e-6)
+        assert not torch.allclose(first(Live.batches[0]).loss, Live.outs[0].loss, rtol=1e-6, atol=1e-6)
