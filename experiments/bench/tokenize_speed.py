@@ -1,6 +1,6 @@
 """Tokenization speed (examples/s) and token-loader speed (batches/s) for a training-shaped batch.
 
-    python experiments/bench/tokenize.py --corpus runs/corpus [--image-codec CKPT] [--audio-codec CKPT]
+    python experiments/bench/tokenize_speed.py --corpus runs/corpus [--image-codec CKPT] [--audio-codec CKPT]
         [--random-codecs tiny|full] [--device auto|cpu|cuda] [--workers 4] [--batch-size 16]
         [--batches 200] [--loader-workers 4] [--out runs/bench_tokens] [--json result.json]
 
