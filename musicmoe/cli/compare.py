@@ -33,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--maximize", type=_csv, default=[],
                    help="tags where higher is better (default guess: names with f1/acc/precision/recall/...)")
     p.add_argument("--plot", type=Path, metavar="PNG", help="write the curves to this PNG")
+    p.add_argument("--seeds", action="store_true",
+                   help="also aggregate runs that differ only in run.seed (automatic when run.seed differs): mean "
+                        "± std and n of each metric's last value per arm, the shuffled baseline beside it")
+    p.add_argument("--csv", type=Path, metavar="CSV", help="write the per-arm seed table as CSV")
+    p.add_argument("--bars", type=Path, metavar="PNG", help="bar plot of the per-arm means with error bars (std)")
     p.set_defaults(func=main)
 
 
@@ -51,4 +56,12 @@ def main(args: argparse.Namespace) -> int:
     if args.plot:
         out = compare.plot(runs, metrics, args.plot)
         print(f"plot: {out}")
+    if args.seeds or args.csv or args.bars or compare.SEED_KEY in compare.differing_keys(runs):
+        stats = compare.aggregate_seeds(runs, metrics)
+        print("\n## per arm over seeds (last value of each run; std with n - 1)\n")
+        print(markdown(compare.seed_table(stats)))
+        if args.csv:
+            print(f"csv: {compare.write_seed_csv(stats, args.csv)}")
+        if args.bars:
+            print(f"bars: {compare.bar_plot(stats, args.bars)}")
     return 0

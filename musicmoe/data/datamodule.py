@@ -11,8 +11,9 @@ the stream by its weight at the pool's first step, the items uniformly among the
 replacement while the stream has enough of them (a small stream repeats items, so its share still follows its
 weight) — sorts them by length (random tie-break), cuts the sorted list into global batches (bucketing: similar
 lengths share a batch, little padding), shuffles their order and gives rank ``r`` the ``r``-th slice of each
-global batch: no example is seen twice in one global batch, and no rank sees another rank's examples.  Resuming at batch ``b`` continues exactly
-where the interrupted run stopped, whatever the loader had prefetched: no batch is repeated or skipped.
+global batch: no example is seen twice in one global batch (repeats of a small stream are swapped into other
+batches).  Resuming at batch ``b`` continues exactly where the interrupted run stopped, whatever the loader had
+prefetched: no batch is repeated or skipped.
 
 Image sources (``data.image_source``): degradations act on pixels while training reads codes.  "tokens" uses the
 codes in the token shards (clean, or the degraded copies ``musicmoe data tokenize`` made); "online" reads the

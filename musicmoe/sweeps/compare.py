@@ -1,5 +1,9 @@
 """Compare finished or running runs: a markdown table of their metrics and config differences, and a plot.
 
+Runs that differ only in ``run.seed`` are one *arm*: :func:`aggregate_seeds` gives each arm's mean, standard
+deviation and count of each metric's last value (and of its shuffled baseline), written as a markdown table, a CSV
+file and a bar plot with error bars.
+
 Where a run logged a metric's shuffled baseline (``<tag>_shuffled``: the same metric with every example given
 another example's source, see musicmoe/training/evaluate.py), the table shows it beside the metric's last value,
 with the source gap (how much the true source improves the metric; ``<task>/source_gap`` for a loss), and the
@@ -192,6 +196,145 @@ def plot(runs: Sequence[RunData], metrics: Sequence[str], out: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("step")
     axes[0, 0].legend(fontsize="small", loc="best")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- seeds -> arms
+SEED_KEY = "run.seed"
+
+
+@dataclass
+class ArmStats:
+    """One metric of one arm over its seeds: the last value of each run, their mean and sample standard deviation
+    (0 for one run), and the same of the shuffled-source baseline where the runs logged it."""
+
+    arm: str
+    metric: str
+    values: list[float]
+    shuffled: list[float]
+
+    @staticmethod
+    def _mean_std(xs: Sequence[float]) -> tuple[float, float]:
+        if not xs:
+            return math.nan, math.nan
+        mean = sum(xs) / len(xs)
+        var = sum((x - mean) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0
+        return mean, math.sqrt(var)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return self._mean_std(self.values)[0]
+
+    @property
+    def std(self) -> float:
+        return self._mean_std(self.values)[1]
+
+    @property
+    def shuffled_mean(self) -> float:
+        return self._mean_std(self.shuffled)[0]
+
+    @property
+    def shuffled_std(self) -> float:
+        return self._mean_std(self.shuffled)[1]
+
+
+def arms(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
+    """Runs grouped by every differing config key but ``run.seed``; the label names those keys' values."""
+    keys = [k for k in differing_keys(runs) if k != SEED_KEY]
+    groups: dict[str, list[RunData]] = {}
+    for run in runs:
+        label = ", ".join(f"{k}={_value(run.config.get(k))}" for k in keys) or "all runs"
+        groups.setdefault(label, []).append(run)
+    return groups
+
+
+def aggregate_seeds(runs: Sequence[RunData], metrics: Sequence[str]) -> list[ArmStats]:
+    """Per arm (:func:`arms`) and metric: the runs' last values and their shuffled baselines at the same step."""
+    out = []
+    for label, members in arms(runs).items():
+        for tag in metrics:
+            values, shuffled = [], []
+            for run in members:
+                pts = run.curves.get(tag)
+                if not pts:
+                    continue
+                values.append(pts[-1].value)
+                base = _at(run, shuffled_tag(tag), pts[-1].step)
+                if base is not None:
+                    shuffled.append(base)
+            out.append(ArmStats(label, tag, values, shuffled))
+    return out
+
+
+def _pm(mean: float, std: float, n: int) -> str:
+    return "-" if n == 0 else f"{_num(mean)} ± {_num(std)}"
+
+
+def seed_table(stats: Sequence[ArmStats]) -> list[list[str]]:
+    """Rows (header first): arm, metric, n, mean ± std, the values, shuffled mean ± std."""
+    rows = [["arm", "metric", "n", "mean ± std", "values", "shuffled mean ± std"]]
+    for s in stats:
+        rows.append([s.arm, s.metric, str(s.n), _pm(s.mean, s.std, s.n), " ".join(_num(v) for v in s.values) or "-",
+                     _pm(s.shuffled_mean, s.shuffled_std, len(s.shuffled))])
+    return rows
+
+
+def write_seed_csv(stats: Sequence[ArmStats], out: Path) -> Path:
+    """The seed table as CSV (numbers unrounded; empty cells where a run logged nothing); atomic."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["arm", "metric", "n", "mean", "std", "values", "shuffled_n", "shuffled_mean", "shuffled_std"])
+    for s in stats:
+        def cell(v: float) -> str:
+            return "" if math.isnan(v) else repr(v)
+
+        w.writerow([s.arm, s.metric, s.n, cell(s.mean), cell(s.std), " ".join(repr(v) for v in s.values),
+                    len(s.shuffled), cell(s.shuffled_mean), cell(s.shuffled_std)])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(buf.getvalue())
+    tmp.replace(out)
+    return out
+
+
+def bar_plot(stats: Sequence[ArmStats], out: Path) -> Path:
+    """One panel per metric: a bar per arm (mean, error bar = std, each seed as a dot) and, where logged, the
+    shuffled-source baseline as a hatched bar beside it; atomic PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(s.metric for s in stats))
+    arm_names = list(dict.fromkeys(s.arm for s in stats))
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6.0, 1.6 * len(arm_names) + 2), 3.2 * len(metrics)),
+                             squeeze=False)
+    for ax, tag in zip(axes[:, 0], metrics):
+        rows = [s for s in stats if s.metric == tag]
+        for i, s in enumerate(rows):
+            if s.n:
+                ax.bar(i - 0.2, s.mean, 0.4, yerr=s.std, capsize=4, color="C0", label="model" if i == 0 else None)
+                ax.plot([i - 0.2] * s.n, s.values, "k.", ms=4)
+            if s.shuffled:
+                ax.bar(i + 0.2, s.shuffled_mean, 0.4, yerr=s.shuffled_std, capsize=4, color="0.8", hatch="//",
+                       label="shuffled sources" if i == 0 else None)
+        ax.set_xticks(range(len(rows)), [f"{s.arm}\n(n={s.n})" for s in rows], fontsize="small")
+        ax.set_ylabel(tag)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize="small", loc="best")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

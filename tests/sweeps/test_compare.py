@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,8 @@ def test_compare_shows_shuffled_baselines_beside_their_metric(tmp_path, capsys):
     b = make_run(tmp_path / "runs", "old", ["run.seed=2"], {"eval/omr/ser": [(10, 50.0)]})  # logged no baseline
     png = tmp_path / "curves.png"
     assert main(["compare", str(a), str(b), "--plot", str(png)]) == 0
-    out = capsys.readouterr().out
+    out, arms = capsys.readouterr().out.split("## per arm over seeds")  # the runs differ only in run.seed
+    assert "| all runs | eval/omr/ser | 2 | 35 ± 21.21 | 20 50 | 95 ± 0 |" in re.sub(" +", " ", arms)
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| ")]
     header = rows[0]
     assert header[header.index("last step") + 1: header.index("last step") + 3] == ["shuffled", "source gap"]
@@ -142,3 +144,33 @@ def test_compare_shows_shuffled_baselines_beside_their_metric(tmp_path, capsys):
     assert "| eval/omr/ser_shuffled" in out and "| eval/omr/source_gap" in out and "source gap" not in out
     rows = compare.summary([compare.load_run(a)], ["eval/omr/source_gap"])
     assert rows[1][rows[0].index("best")] == "3"  # a larger source gap is better
+
+
+def test_compare_aggregates_seeds_per_arm(tmp_path, capsys):
+    """Two arms (optim.lr) x two or three seeds: mean ± std (n - 1) and n per arm, shuffled baselines beside them,
+    the same numbers in the CSV, and a bar plot."""
+    import csv
+
+    from musicmoe.cli.main import main
+
+    root = tmp_path / "runs"
+    ser = {("1e-3", 0): 20.0, ("1e-3", 1): 30.0, ("1e-3", 2): 40.0, ("3e-4", 0): 50.0, ("3e-4", 1): 56.0}
+    for (lr, seed), value in ser.items():
+        make_run(root, f"lr{lr}-s{seed}", [f"optim.lr={lr}", f"run.seed={seed}"],
+                 {"eval/omr/ser": [(10, 99.0), (20, value)], "eval/omr/ser_shuffled": [(20, 90.0 + seed)]})
+    bars, table_csv = tmp_path / "bars.png", tmp_path / "arms.csv"
+    assert main(["compare", str(root), "--metrics", "omr/ser", "--csv", str(table_csv), "--bars", str(bars)]) == 0
+    out = capsys.readouterr().out
+    assert "## per arm over seeds" in out
+    rows = {r["arm"]: r for r in csv.DictReader(table_csv.open())}
+    assert set(rows) == {"optim.lr=0.001", "optim.lr=0.0003"}
+    fast, slow = rows["optim.lr=0.001"], rows["optim.lr=0.0003"]
+    assert (int(fast["n"]), float(fast["mean"]), float(fast["std"])) == (3, 30.0, 10.0)
+    assert (int(slow["n"]), float(slow["mean"])) == (2, 53.0) and float(slow["std"]) == pytest.approx(math.sqrt(18))
+    assert float(fast["shuffled_mean"]) == 91.0 and float(slow["shuffled_mean"]) == 90.5
+    assert "| optim.lr=0.001 | eval/omr/ser | 3 | 30 ± 10 | 20 30 40 | 91 ± 1 |" in re.sub(" +", " ", out)
+    with Image.open(bars) as im:
+        assert im.format == "PNG" and im.size[0] > 300
+    # one run per arm: std 0, and no seed table unless asked when the seed does not differ
+    stats = compare.aggregate_seeds([compare.load_run(root / "lr3e-4-s1")], ["eval/omr/ser"])
+    assert [(s.arm, s.n, s.mean, s.std) for s in stats] == [("all runs", 1, 56.0, 0.0)]
