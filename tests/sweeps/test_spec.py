@@ -188,6 +188,13 @@ def test_shipped_ablations_cover_the_paper():
     assert active[0] == ["amt"] and active[1] == ["amt", "audio2image"] and len(active[2]) > 2
     dense = load_sweep(REPO / "experiments" / "sweeps" / "ablation_dense_vs_moe.yaml")
     assert {r.config.model.shared_across_modalities for r in dense.runs} == {True, False}
+    cpu = load_sweep(REPO / "experiments" / "sweeps" / "cpu_multitask.yaml")  # 2 x 2 arms x 3 seeds, one core each
+    arms = {(r.config.model.image_input, tuple(sorted(t for t, w in r.config.data.tasks.items() if w > 0)))
+            for r in cpu.runs}
+    assert len(cpu.runs) == 12 and len(arms) == 4 and {a[0] for a in arms} == {"codes", "pixels"}
+    assert {len(a[1]) for a in arms} == {1, 7} and {r.config.run.seed for r in cpu.runs} == {0, 1, 2}
+    [job] = render_jobs(cpu)  # one array of 12 tasks, one core and one thread each
+    assert "--cpus-per-task=1" in job.script and "OMP_NUM_THREADS=1" in job.script and "--array=0-11" in job.script
 
 
 def test_only_selects_runs_by_label_or_name(tmp_path, base, capsys):
