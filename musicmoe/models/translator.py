@@ -618,6 +618,11 @@ class Translator(nn.Module):
                                        info=batch.info)
         dec_in, in_mask, targets, valid = self._teacher_forcing(batch, None if host is None else host.multi_target)
         times = self.cross_times(batch.src_modality, batch.tgt_modality, memory.shape[1])
+        info = batch.info
+        if times is not None and info is not None and len(info.tgt_modality) == batch.tgt_modality.shape[0] and not any(
+                (sm, tm) == (modality_index("audio"), modality_index("midi"))
+                for sm, tm in zip(info.src_modality, info.tgt_modality)):
+            times = None  # no aligned row (known on the host): skip the rotations
         hidden, stats = self.decode(dec_in, batch.tgt_modality, memory=memory, memory_mask=mem_mask,
                                     token_mask=in_mask, host=host, tgt_rows=batch.tgt_rows, cross_times=times)
         b, length, d = hidden.shape

@@ -84,13 +84,14 @@ class TranslationModule(pl.LightningModule):
         out = self.model(batch)
         loss = self.loss(out)
         n = len(batch)
+        # several ranks: the logged losses are the mean over ranks and the token count their sum (rank 0 writes)
+        sync = self.trainer is not None and self.trainer.world_size > 1
         # curves are indexed by the optimiser update this batch belongs to (1-based), like the evaluations
         self.log("step", float(self.global_step + 1), on_step=True, logger=True, batch_size=n)
-        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=n)
-        self.log("train/ce_loss", out.metrics["ce_loss"], on_step=True, batch_size=n)
-        self.log("train/tokens", out.metrics["tokens"].float(), on_step=True, batch_size=n, reduce_fx="sum")
-        for task_id, value in out.loss_per_task.items():
-            self.log(f"train/loss_{TASK_NAMES[task_id]}", value.detach(), on_step=True, batch_size=n)
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=n, sync_dist=sync)
+        self.log("train/ce_loss", out.metrics["ce_loss"], on_step=True, batch_size=n, sync_dist=sync)
+        self.log("train/tokens", out.metrics["tokens"].float(), on_step=True, batch_size=n, reduce_fx="sum",
+                 sync_dist=sync)
         for key, value in out.metrics.items():
             if key.startswith("moe/"):
                 self.log(f"train/{key}", value.float(), on_step=True, batch_size=n)
