@@ -92,6 +92,8 @@ class TranslationModule(pl.LightningModule):
         self.log("train/ce_loss", out.metrics["ce_loss"], on_step=True, batch_size=n, sync_dist=sync)
         self.log("train/tokens", out.metrics["tokens"].float(), on_step=True, batch_size=n, reduce_fx="sum",
                  sync_dist=sync)
+        for task_id, value in out.loss_per_task.items():  # (a task may be absent from other ranks' batches)
+            self.log(f"train/loss_{TASK_NAMES[task_id]}", value.detach(), on_step=True, batch_size=n)
         for key, value in out.metrics.items():
             if key.startswith("moe/"):
                 self.log(f"train/{key}", value.float(), on_step=True, batch_size=n)

@@ -82,8 +82,6 @@ def build_strategy(cfg: TrainerConfig, grad_clip: float = 0.0) -> Strategy | str
         ds_config = deepspeed_config(cfg, grad_clip)
         if cuda:
             return DeepSpeedStrategy(config=ds_config)
-        if not isinstance(cfg.devices, int) or cfg.devices < 1:
-            raise ValueError(f"DeepSpeed on CPU needs trainer.devices = a number of processes, got {cfg.devices!r}")
         return CPUDeepSpeedStrategy(config=ds_config, process_group_backend="gloo",
                                     parallel_devices=[torch.device("cpu", i) for i in range(cfg.devices)])
     if cfg.strategy == "ddp":

@@ -33,6 +33,9 @@ def _submit(tmp_path: Path, tiny: dict, name: str, strategy: str, steps: int = S
         "#!/bin/bash\n#SBATCH --nodes=1\n#SBATCH --ntasks-per-node=2\n#SBATCH --cpus-per-task=1\n#SBATCH --time=15\n"
         f"#SBATCH --output={tmp_path}/{name}-%j.out\n"
         f"cd {REPO}\nexport OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1\n"
+        # sbatch copies the submitting environment: drop a process group's settings left by an earlier in-process
+        # test, so that Lightning derives the rendezvous port from the job id
+        "unset MASTER_ADDR MASTER_PORT WORLD_SIZE RANK LOCAL_RANK NODE_RANK GROUP_RANK LOCAL_WORLD_SIZE\n"
         f"srun --kill-on-bad-exit=1 {shlex.quote(sys.executable)} -m musicmoe.cli.main train "
         + " ".join(shlex.quote(o) for o in over) + "\n")
     return slurm.submit(script)

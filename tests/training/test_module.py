@@ -73,8 +73,9 @@ def test_cpu_strategies():
     assert build_strategy(TrainerConfig()) == "auto"
     if not torch.cuda.is_available():
         assert resolve_precision(TrainerConfig()) == "32-true"
-    with pytest.raises(ValueError, match="DeepSpeed on CPU runs one process"):
-        build_strategy(TrainerConfig(strategy="deepspeed", accelerator="cpu", devices=2))
+    two = build_strategy(TrainerConfig(strategy="deepspeed", accelerator="cpu", devices=2))  # one process per rank
+    assert two.parallel_devices == [torch.device("cpu", 0), torch.device("cpu", 1)]
+
 
 
 def test_flat_hparams():
