@@ -94,11 +94,26 @@ def _submit(sweep: Sweep) -> int:
 
 def _status(sweep: Sweep) -> int:
     statuses, problem = manage.sweep_status(sweep)
+    _show_status(statuses, problem, sweep)
+    return 0
+
+
+def _show_status(statuses: list[manage.RunStatus], problem: str | None, sweep: Sweep) -> None:
+    """The status table, counts of finished/active/failed runs, and the job-log tail of each failed run."""
     if problem:
         print(f"(scheduler not reachable: {problem})")
     print(f"sweep {sweep.name} ({len(statuses)} runs, {sweep.out_dir})")
     print(manage.status_table(statuses))
-    return 0
+    counts: dict[str, int] = {}
+    for s in statuses:
+        kind = "finished" if s.finished else "active" if s.active else "failed" if s.failed else "not started"
+        counts[kind] = counts.get(kind, 0) + 1
+    print(", ".join(f"{n} {kind}" for kind, n in counts.items()))
+    for s in statuses:
+        if s.failed:
+            tail = manage.log_tail(s.run.run_dir, s.job_id)
+            print(f"\n{s.run.name}: {s.state}" + (f" at step {s.step}" if s.step is not None else "")
+                  + (f"; last lines of its job log:\n{tail}" if tail else "; no job log in its run dir"))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ plot draws it dashed.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class RunData:
     name: str
     config: dict[str, Any] = field(default_factory=dict)  # flattened config.yaml ({} if none)
     curves: events.Curves = field(default_factory=dict)
+    label: str | None = None  # the sweep's label of the run (sweep.json), if a sweep made it
 
 
 def is_run_dir(path: Path) -> bool:
@@ -65,7 +67,13 @@ def load_run(path: Path) -> RunData:
         container = OmegaConf.to_container(node, resolve=False)
         if isinstance(container, dict):
             config = flatten(container)
-    return RunData(path=path, name=path.name, config=config, curves=events.read_curves(path))
+    label = None
+    try:
+        label = json.loads((path / "sweep.json").read_text()).get("label")
+    except (OSError, ValueError, AttributeError):
+        pass
+    return RunData(path=path, name=path.name, config=config, curves=events.read_curves(path),
+                   label=label if isinstance(label, str) else None)
 
 
 def differing_keys(runs: Sequence[RunData]) -> list[str]:
@@ -248,14 +256,29 @@ class ArmStats:
         return self._mean_std(self.shuffled)[1]
 
 
+def _arm_label(run: RunData) -> str | None:
+    """The run's sweep label without its seed part (``all_codes_seed2`` -> ``all_codes``), if a sweep made it."""
+    if not run.label:
+        return None
+    seed = run.config.get(SEED_KEY)
+    parts = [p for p in run.label.split("_") if p != f"seed{seed}"]
+    return "_".join(parts) or None
+
+
 def arms(runs: Sequence[RunData]) -> dict[str, list[RunData]]:
-    """Runs grouped by every differing config key but ``run.seed``; the label names those keys' values."""
+    """Runs grouped by every differing config key but ``run.seed``. An arm is named by its runs' common sweep label
+    (seed part dropped) when a sweep made them all, else by those keys' values."""
     keys = [k for k in differing_keys(runs) if k != SEED_KEY]
     groups: dict[str, list[RunData]] = {}
     for run in runs:
         label = ", ".join(f"{k}={_value(run.config.get(k))}" for k in keys) or "all runs"
         groups.setdefault(label, []).append(run)
-    return groups
+    named: dict[str, list[RunData]] = {}
+    for label, members in groups.items():
+        short = {_arm_label(r) for r in members}
+        name = short.pop() if len(short) == 1 and None not in short else label
+        named[name if name not in named else label] = members
+    return named
 
 
 def aggregate_seeds(runs: Sequence[RunData], metrics: Sequence[str]) -> list[ArmStats]:

@@ -24,10 +24,16 @@ class RunStatus:
     reason: str
     restarts: int  # how often SLURM restarted (requeued) the run's latest job
     step: int | None
+    max_steps: int
     metric: str | None
     value: float | None
     active: bool
     finished: bool
+
+    @property
+    def failed(self) -> bool:
+        """The run's job ended (or was lost) before ``max_steps``."""
+        return not self.active and not self.finished and self.state not in ("NEW", "UNKNOWN")
 
 
 def log_restarts(run_dir: Path, job_id: str | None) -> int:
@@ -72,7 +78,8 @@ def run_status(run: Run, jobs: dict[str, slurm.JobInfo] | None, metric: str = ""
         else:
             state = "STOPPED" if step is not None else "ENDED"
     return RunStatus(run=run, job_id=job_id, state=state, reason=reason if reason not in ("None", "(null)") else "",
-                     restarts=restarts, step=step, metric=tag, value=value, active=active, finished=finished)
+                     restarts=restarts, step=step, max_steps=max_steps, metric=tag, value=value, active=active,
+                     finished=finished)
 
 
 def sweep_status(sweep: Sweep) -> tuple[list[RunStatus], str | None]:
@@ -86,6 +93,28 @@ def sweep_status(sweep: Sweep) -> tuple[list[RunStatus], str | None]:
     return [run_status(run, jobs, sweep.metric) for run in sweep.runs], problem
 
 
+def log_tail(run_dir: Path, job_id: str | None, lines: int = 15) -> str:
+    """The last ``lines`` lines of the run's newest job log (of ``job_id`` when it wrote one), or ""."""
+    logs = sorted(run_dir.glob("slurm-*.out"), key=lambda p: p.stat().st_mtime) if run_dir.is_dir() else []
+    if job_id and (run_dir / f"slurm-{job_id}.out") in logs:
+        logs.append(run_dir / f"slurm-{job_id}.out")
+    if not logs:
+        return ""
+    try:
+        text = logs[-1].read_text(errors="replace")
+    except OSError:
+        return ""
+    # progress bars rewrite one line with carriage returns: keep what each line showed last
+    shown = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+    return "\n".join(shown[-lines:])
+
+
+def _step(s: RunStatus) -> str:
+    if s.step is None:
+        return "-"
+    return f"{s.step}/{s.max_steps}" if s.max_steps > 0 else str(s.step)  # the last step the run logged
+
+
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
@@ -93,11 +122,11 @@ def _fmt(value: float | None) -> str:
 
 
 def status_table(statuses: list[RunStatus]) -> str:
-    rows = [["run", "label", "job", "state", "requeued", "step", "metric", "value"]]
+    rows = [["run", "label", "job", "state", "requeued", "steps", "metric", "value"]]
     for s in statuses:
         state = s.state + (f" ({s.reason})" if s.reason and s.state == "PENDING" else "")
         rows.append([s.run.name, s.run.label, s.job_id or "-", state, f"{s.restarts}x" if s.restarts else "-",
-                     "-" if s.step is None else str(s.step), s.metric or "-", _fmt(s.value)])
+                     _step(s), s.metric or "-", _fmt(s.value)])
     return markdown(rows)
 
 

@@ -51,6 +51,35 @@ def test_status_of_new_running_requeued_and_finished_runs(tmp_path):
     assert (s.state, s.step, s.finished, s.active) == ("FINISHED", 19, True, False)
     table = manage.status_table(list(by_run.values()))
     assert f"| {running.name} " in table and "| 1x " in table and "| 0.125 " in table
+    assert "| 7/20 " in table and "| 19/20 " in table
     # without a scheduler the state comes from the run dir alone
     s = manage.run_status(running, None, sweep.metric)
     assert (s.state, s.restarts, s.step) == ("UNKNOWN", 1, 7)
+
+
+def test_failed_run_is_flagged_with_the_tail_of_its_job_log(tmp_path, capsys):
+    from musicmoe.cli import sweep as sweep_cli
+
+    sweep = make_sweep(tmp_path)
+    new, failed, finished = sweep.runs
+    for run, job in ((failed, "8_1"), (finished, "8_2")):
+        rundir.prepare_run_dir(run, sweep.name)
+        rundir.record_submission(run, job, tmp_path / "x.sbatch", "local")
+    log_scalars(failed.run_dir, "val/ser", range(0, 5))
+    log_scalars(finished.run_dir, "val/ser", range(0, 20))
+    lines = [f"epoch 0: step {i}/20\r" for i in range(5)] + ["Traceback (most recent call last):",
+                                                              "RuntimeError: out of memory"]
+    (failed.run_dir / "slurm-8_1.out").write_text("\n".join(lines) + "\n")
+    jobs = parse_show_job("JobId=11 ArrayJobId=8 ArrayTaskId=1 JobState=FAILED Reason=NonZeroExitCode Restarts=0 "
+                          "RunTime=00:00:09 NodeList=vm\n")
+    statuses = [manage.run_status(r, jobs, sweep.metric) for r in sweep.runs]
+    assert [s.failed for s in statuses] == [False, True, False]
+    tail = manage.log_tail(failed.run_dir, "8_1", lines=2)
+    assert tail.splitlines() == ["Traceback (most recent call last):", "RuntimeError: out of memory"]
+
+    sweep_cli._show_status(statuses, None, sweep)
+    out = capsys.readouterr().out
+    assert "1 not started, 1 failed, 1 finished" in out
+    assert f"{failed.name}: FAILED at step 4" in out
+    assert out.rstrip().endswith("RuntimeError: out of memory")
+    assert "| 4/20 " in out

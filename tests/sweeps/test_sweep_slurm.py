@@ -11,6 +11,7 @@ and ``metrics.jsonl``; a started job resumes from the run's own last checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -261,3 +262,58 @@ def test_time_limit_signal_checkpoints_requeues_and_finishes(train_base, tmp_pat
     assert max(first) <= saved <= min(resumed), (max(first), saved, min(resumed))
     steps = [p.step for p in events.read_curves(run)["train/loss"]]
     assert steps == sorted(set(steps)) and steps[-1] >= final - 1  # one monotone step axis across the requeue
+
+
+def test_cpu_multitask_miniature_aggregates_seeds(train_base, tmp_path):
+    """The shipped ablation (experiments/sweeps/cpu_multitask.yaml) in miniature: its first two arms (OMR only and
+    OMR + every other task, image codes as input) x two seeds, the tiny model and a few steps. ``--status`` shows
+    the four runs finished, and ``musicmoe compare --seeds`` reports per arm the mean and sample std of the runs'
+    last held-out SER, equal to the values read from each run's own metrics.jsonl."""
+    import csv
+    import statistics
+
+    shipped = yaml.safe_load((REPO / "experiments" / "sweeps" / "cpu_multitask.yaml").read_text())
+    arms = {r["label"]: {k: v for k, v in r.items() if k != "label"} for r in shipped["runs"][:2]}
+    assert set(arms) == {"omr_codes", "all_codes"} and len(arms["all_codes"]["data.tasks"]) > 1
+    max_steps = 6
+    path = sweep_file(tmp_path, train_base, "mini_multitask",
+                      {"trainer.max_steps": max_steps, "trainer.checkpoint_every_n_steps": max_steps,
+                       "eval.every_n_steps": max_steps, "eval.tasks": ["omr"], "eval.max_examples": 2,
+                       "eval.spread_folds": 0},
+                      grid={"run.seed": [0, 1]})
+    spec = yaml.safe_load(path.read_text())
+    spec["runs"] = [{"label": label, **overrides} for label, overrides in arms.items()]
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    jobs = submit(path)
+    assert len(jobs) == 4, jobs
+    states = slurm.wait(list(jobs.values()), timeout=900)
+    for name, job in jobs.items():
+        log = "".join(p.read_text() for p in (tmp_path / "runs" / name).glob("slurm-*.out"))
+        assert states[job] == "COMPLETED", f"{name}: {states[job]}\n{log[-3000:]}"
+
+    status = musicmoe("sweep", str(path), "--status")
+    assert status.returncode == 0, status.stderr
+    assert "4 finished" in status.stdout and f"| {max_steps}/{max_steps} " in status.stdout, status.stdout
+
+    last: dict[str, list[float]] = {"omr_codes": [], "all_codes": []}
+    shuffled: dict[str, list[float]] = {"omr_codes": [], "all_codes": []}
+    for name in jobs:
+        rows = [json.loads(line) for line in (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()
+                if '"omr/ser"' in line]
+        arm = name.split("_seed")[0]
+        last[arm].append(rows[-1]["omr/ser"])
+        shuffled[arm].append(rows[-1]["omr/ser_shuffled"])
+    table_csv, bars = tmp_path / "arms.csv", tmp_path / "arms.png"
+    cmp = musicmoe("compare", str(tmp_path / "runs"), "--metrics", "omr/ser", "--csv", str(table_csv),
+                   "--bars", str(bars))
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    assert "## per arm over seeds" in cmp.stdout
+    rows = {r["arm"]: r for r in csv.DictReader(table_csv.open())}
+    assert set(rows) == {"omr_codes", "all_codes"}, rows
+    for arm, values in last.items():
+        row = rows[arm]
+        assert int(row["n"]) == 2
+        assert float(row["mean"]) == pytest.approx(statistics.mean(values), rel=1e-5)  # TensorBoard holds float32
+        assert float(row["std"]) == pytest.approx(statistics.stdev(values), rel=1e-4, abs=1e-6)
+        assert float(row["shuffled_mean"]) == pytest.approx(statistics.mean(shuffled[arm]), rel=1e-5)
+    assert bars.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
