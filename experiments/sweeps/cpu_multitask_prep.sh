@@ -18,7 +18,7 @@ fi
 if [ ! -f "$OUT/audio_codec/audio_codec.pt" ]; then
   stamp audio codec
   $MM codec train audio --config audio_codec/folk.yaml corpus.out="$OUT/corpus" run.out_dir="$OUT" run.name=audio_codec \
-    train.max_steps=500 train.val_every=250
+    audio_codec.train.max_steps=500 audio_codec.train.val_every=250
 fi
 stamp tokens
 $MM data tokenize "$OUT/corpus" --out "$OUT/tokens" --no-progress \

@@ -12,33 +12,109 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def rotary_tables(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin) tables (L, head_dim / 2) in float32 for ``positions`` (L,); computed once per pass."""
+class Rope:
+    """Rotary tables of one pass, full head width: ``cos`` (..., L, D) holds each pair's cosine on both halves,
+    ``sin`` (..., L, D) its sine with the rotate-half signs (-sin on the first half, +sin on the second), so that
+    ``rotate(x) = x * cos + swap_halves(x) * sin``. Made in float32 once per pass; :meth:`tables` converts them to
+    the compute dtype once per dtype (bf16 parameters or autocast), not once per layer."""
+
+    __slots__ = ("cos", "sin", "_by_dtype")
+
+    def __init__(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        self.cos, self.sin = cos, sin
+        self._by_dtype: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def tables(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        if dtype == self.cos.dtype:
+            return self.cos, self.sin
+        if dtype not in self._by_dtype:
+            self._by_dtype[dtype] = (self.cos.to(dtype), self.sin.to(dtype))
+        return self._by_dtype[dtype]
+
+
+def _angles_to_rope(angles: torch.Tensor) -> Rope:
+    cos, sin = angles.cos(), angles.sin()
+    return Rope(torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1))
+
+
+def rotary_tables(positions: torch.Tensor, head_dim: int, base: float) -> Rope:
+    """:class:`Rope` tables (L, head_dim) for ``positions`` (L,); computed once per pass."""
     half = head_dim // 2
     inv_freq = base ** (-torch.arange(half, device=positions.device, dtype=torch.float32) / half)
-    angles = positions.to(torch.float32)[:, None] * inv_freq[None, :]
-    return angles.cos(), angles.sin()
+    return _angles_to_rope(positions.to(torch.float32)[:, None] * inv_freq[None, :])
 
 
-def row_rotary_tables(times: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin) tables (B, 1, L, head_dim / 2) for per-row positions ``times`` (B, L) (any real values), shaped to
+def row_rotary_tables(times: torch.Tensor, head_dim: int, base: float) -> Rope:
+    """:class:`Rope` tables (B, 1, L, head_dim) for per-row positions ``times`` (B, L) (any real values), shaped to
     rotate (B, H, L, D) queries or keys (time-aligned cross-attention)."""
-    cos, sin = rotary_tables(times.reshape(-1), head_dim, base)
-    shape = (*times.shape, head_dim // 2)
-    return cos.view(shape)[:, None], sin.view(shape)[:, None]
+    half = head_dim // 2
+    inv_freq = base ** (-torch.arange(half, device=times.device, dtype=torch.float32) / half)
+    return _angles_to_rope(times.to(torch.float32)[:, None, :, None] * inv_freq)
 
 
-def apply_rotary(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate ``x`` (..., L, D) by the :func:`rotary_tables` ``rope`` (rotate-half convention, float32 math).
-
-    The tables broadcast over the leading dimensions: reshape them to rotate another layout (the self-attention
-    rotates queries and keys together, (B, L, 2, H, D), with tables viewed as (L, 1, 1, D / 2)).
-    """
-    cos, sin = rope
+def _swap_halves(x: torch.Tensor) -> torch.Tensor:
+    """``cat(x2, x1)`` of the last dimension's halves: one copy kernel, no slices (so no slice backward)."""
     half = x.shape[-1] // 2
-    xf = x.float()
-    x1, x2 = xf[..., :half], xf[..., half:]
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).to(x.dtype)
+    return x.unflatten(-1, (2, half)).flip(-2).flatten(-2)
+
+
+class _Rotate(torch.autograd.Function):
+    """``x * cos + swap(x) * sin``: three kernels forward; backward ``g * cos + swap(g * sin)``, three kernels (the
+    rotation's transpose is the rotation by the opposite angle)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(cos, sin)
+        return torch.addcmul(x * cos, _swap_halves(x), sin)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        cos, sin = ctx.saved_tensors
+        return torch.addcmul(_swap_halves(g * sin), g, cos), None, None
+
+
+class _RotateQK(torch.autograd.Function):
+    """Rotates the query and key thirds of a fused self-attention projection (B * L, 3 * H * D) in place (values
+    untouched): no slice of the projection, so no zero-filled gradient copies; backward writes the three gradient
+    parts into one new tensor. The projection must not be a view (an ``addmm`` output), or autograd would rebase
+    the view's history and copy the whole base."""
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, length: int, heads: int) -> torch.Tensor:
+        qk = qkv.view(-1, length, 3, heads, qkv.shape[-1] // (3 * heads))[:, :, :2]
+        swapped = _swap_halves(qk)
+        qk.mul_(cos).addcmul_(swapped, sin)
+        ctx.mark_dirty(qkv)
+        ctx.save_for_backward(cos, sin)
+        ctx.shape = (length, heads)
+        return qkv
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        cos, sin = ctx.saved_tensors
+        length, heads = ctx.shape
+        g5 = g.reshape(-1, length, 3, heads, g.shape[-1] // (3 * heads))
+        out = torch.empty_like(g5)
+        torch.addcmul(_swap_halves(g5[:, :, :2] * sin), g5[:, :, :2], cos, out=out[:, :, :2])
+        out[:, :, 2].copy_(g5[:, :, 2])
+        return out.view(g.shape), None, None, None, None
+
+
+def apply_rotary(x: torch.Tensor, rope: Rope) -> torch.Tensor:
+    """Rotate ``x`` (..., L, D) by the :class:`Rope` ``rope`` (rotate-half convention, in ``x``'s dtype); the
+    tables broadcast over the leading dimensions."""
+    cos, sin = rope.tables(x.dtype)
+    return _Rotate.apply(x, cos, sin)
+
+
+def rotary_qkv(proj: nn.Linear, x: torch.Tensor, rope: Rope, heads: int) -> torch.Tensor:
+    """The fused self-attention projection of ``x`` (B, L, d) -> (B, L, 3 * d) with its queries and keys rotated
+    by the position tables (L, D) of :func:`rotary_tables`: one ``addmm`` whose output is rotated in place."""
+    b, length, d = x.shape
+    flat = x.reshape(b * length, d)
+    qkv = torch.mm(flat, proj.weight.t()) if proj.bias is None else torch.addmm(proj.bias, flat, proj.weight.t())
+    cos, sin = rope.tables(qkv.dtype)
+    return _RotateQK.apply(qkv, cos[:, None, None, :], sin[:, None, None, :], length, heads).view(b, length, -1)
 
 
 class KVCache:
@@ -92,14 +168,19 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
     def _heads(self, x: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+        """``n`` (B, H, L, D) views of a fused (B, L, n * d) projection; split before the transpose, so that the
+        backward's ``stack`` writes the (B, L, n, H, D) layout of the projection (no further copy)."""
         b, length, _ = x.shape
-        return x.view(b, length, n, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        return tuple(t.transpose(1, 2) for t in x.view(b, length, n, self.n_heads, self.head_dim).unbind(2))
 
-    def project_kv(self, memory: torch.Tensor,
-                   key_rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def project_kv(self, memory: torch.Tensor, key_rope: Rope | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention keys/values (B, H, S, D) of an encoder output (computed once per source); ``key_rope``
         (:func:`row_rotary_tables` of the keys' times) rotates the keys."""
-        k, v = self._heads(self.kv_proj(memory), 2)
+        return self.split_kv(self.kv_proj(memory), key_rope)
+
+    def split_kv(self, kv: torch.Tensor, key_rope: Rope | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, H, S, D) of a (B, S, 2 * d) key/value projection; ``key_rope`` rotates the keys."""
+        k, v = self._heads(kv, 2)
         if key_rope is not None:
             k = apply_rotary(k, key_rope)
         return k, v
@@ -110,11 +191,11 @@ class MultiHeadAttention(nn.Module):
         *,
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        rope: Rope | None = None,
         memory: torch.Tensor | None = None,
         memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: KVCache | None = None,
-        cross_rope: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None] | None = None,
+        cross_rope: tuple[Rope, Rope | None] | None = None,
     ) -> torch.Tensor:
         """Attend from ``x`` (B, L, d).
 
@@ -133,18 +214,13 @@ class MultiHeadAttention(nn.Module):
             if q_rope is not None:
                 q = apply_rotary(q, q_rope)
         else:
-            qkv = self.qkv_proj(x)
             if self.rotary:
                 if rope is None:
                     raise ValueError("MultiHeadAttention: rotary self-attention needs rotary tables")
-                # queries and keys rotated in one pass (fewer kernels), values as they are
-                qkv = qkv.view(b, length, 3, self.n_heads, self.head_dim)
-                cos, sin = (t[:, None, None, :] for t in rope)
-                qk = apply_rotary(qkv[:, :, :2], (cos, sin))
-                q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)
-                v = qkv[:, :, 2].transpose(1, 2)
+                qkv = rotary_qkv(self.qkv_proj, x, rope, self.n_heads)  # queries and keys rotated in place
             else:
-                q, k, v = self._heads(qkv, 3)
+                qkv = self.qkv_proj(x)
+            q, k, v = self._heads(qkv, 3)
             if cache is not None:
                 past = cache.length
                 k, v = cache.append(k, v)

@@ -73,7 +73,8 @@ class DepthDecoder(nn.Module):
         if prefix.shape[1] > 0:
             codes = self.code_emb(prefix + self.code_offsets[: prefix.shape[1]])
             x = torch.cat([x, codes.to(x.dtype)], dim=1)
-        x = x + self.pos_emb[: x.shape[1]].to(x.dtype)
+        pos = self.pos_emb if x.shape[1] == self.pos_emb.shape[0] else self.pos_emb[: x.shape[1]]  # (whole: no
+        x = x + pos.to(x.dtype)                                                      # zero-filled slice gradient)
         for layer in self.layers:
             x = layer(x, is_causal=True)
         return self.norm(x)

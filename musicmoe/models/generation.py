@@ -56,6 +56,9 @@ def make_picker(strategy: str, temperature: float, top_p: float, generator: torc
     return pick
 
 
+END_CHECK = 16  # decoding steps between two read-backs of "has every row ended?" (one host sync each)
+
+
 def _blocking_bias(size: int, ids: Sequence[int], device) -> torch.Tensor:
     """(size,) additive logit bias: -inf at ``ids``, 0 elsewhere."""
     bias = torch.zeros(size, device=device)
@@ -65,9 +68,14 @@ def _blocking_bias(size: int, ids: Sequence[int], device) -> torch.Tensor:
 
 def _force(logits: torch.Tensor, rows: torch.Tensor, token: int) -> torch.Tensor:
     """Rows in ``rows`` (bool) may only produce ``token`` (log-prob 0)."""
-    forced = torch.full_like(logits, NEG_INF)
-    forced[:, token] = 0.0
-    return torch.where(rows[:, None], forced, logits)
+    return torch.where(rows[:, None], _only(logits.shape[-1], token, logits.device), logits)
+
+
+def _only(size: int, token: int, device) -> torch.Tensor:
+    """(size,) logits that allow ``token`` alone."""
+    row = torch.full((size,), NEG_INF, device=device)
+    row[token] = 0.0
+    return row
 
 
 class _Stepper(ABC):
@@ -80,12 +88,12 @@ class _Stepper(ABC):
         self.n, self.max_len, self.min_len = n, max_len, min_len
         self.finished = torch.zeros(n, dtype=torch.bool, device=device)
         self.length = torch.full((n,), max_len, dtype=torch.long, device=device)
-        self.any_finished = False  # host copy, refreshed by all_done() (saves kernels while no row has ended)
         self.total_steps = max_len
         sp, v = self.spec, self.spec.table_size
         self._bias_first = _blocking_bias(v, [sp.pad_id, sp.bos_id], device)  # PAD/BOS never generated
         self._bias_first_no_eos = _blocking_bias(v, [sp.pad_id, sp.bos_id, sp.eos_id], device)  # before min_len
         self._bias_content = _blocking_bias(v, [sp.pad_id, sp.bos_id, sp.eos_id, sp.sep_id], device)
+        self._pad_only = _only(v, sp.pad_id, device)
 
     def bos_frame(self) -> torch.Tensor:
         frame = torch.full((self.n, self.q_max), self.spec.pad_id, dtype=torch.long, device=self.finished.device)
@@ -101,7 +109,7 @@ class _Stepper(ABC):
         """Codebook-0 / single-stream rule after ``produced`` tokens (frames): no PAD/BOS, no EOS before
         ``min_len``; finished rows may only pad."""
         logits = logits + (self._bias_first_no_eos if produced < self.min_len else self._bias_first)
-        return _force(logits, self.finished, self.spec.pad_id) if self.any_finished else logits
+        return torch.where(self.finished[:, None], self._pad_only, logits)  # on the device: no read-back
 
     def _content_only(self, logits: torch.Tensor) -> torch.Tensor:
         return logits + self._bias_content
@@ -123,12 +131,10 @@ class _Stepper(ABC):
     def reorder(self, index: torch.Tensor) -> None:
         self.finished = self.finished[index]
         self.length = self.length[index]
-        self.any_finished = True  # conservative: reordered rows may have ended
 
     def all_done(self) -> bool:
-        any_done, all_done = torch.stack([self.finished.any(), self.finished.all()]).tolist()
-        self.any_finished = self.any_finished or any_done
-        return all_done
+        """Whether every row has ended (reads one flag back from the device)."""
+        return bool(self.finished.all())
 
     def results(self, seq: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
         q = self.spec.codebooks
@@ -266,18 +272,20 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
     if model.positions is not None:
         model.positions.check(m, stepper.total_steps + 1)
     tgt_mod = torch.full((rows,), m, dtype=torch.long, device=dev)
-    seq = stepper.bos_frame()[:, None, :]
-    cache = (model.decoder_cache(memory, mem_mask, stepper.total_steps + 1, tgt_rows, cross_times) if use_cache
-             else None)
+    # the whole sequence preallocated (no per-step concatenation; shapes stay fixed for a compiled step)
+    seq = stepper.bos_frame()[:, None, :].repeat(1, stepper.total_steps + 1, 1)
+    cache = (model.decoder_cache(memory, mem_mask, stepper.total_steps + 1, tgt_rows, cross_times,
+                                 rows_per_modality=tuple(rows if i == m else 0 for i in range(len(MODALITIES))))
+             if use_cache else None)
     scores = torch.zeros(n, k, device=dev)
     scores[:, 1:] = NEG_INF  # all beams start identical: expand only the first
     scores = scores.reshape(-1)
     greedy = make_picker("greedy", 1.0, 1.0, None)
     for step in range(stepper.total_steps):
         if cache is not None:
-            h = model.decode(seq[:, -1:], tgt_mod, cache=cache)[0][:, -1]
+            h = model.decode(seq[:, step: step + 1], tgt_mod, cache=cache)[0][:, -1]
         else:
-            h = model.decode(seq, tgt_mod, memory=memory, memory_mask=mem_mask, tgt_rows=tgt_rows,
+            h = model.decode(seq[:, : step + 1], tgt_mod, memory=memory, memory_mask=mem_mask, tgt_rows=tgt_rows,
                              cross_times=cross_times)[0][:, -1]
         logits0 = stepper.first_logits(h, step)
         if k > 1:
@@ -296,8 +304,11 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
             tok0, _ = pick(logits0)
             frame, _ = stepper.complete(h, tok0, step, pick)
         stepper.update(frame, step)
-        seq = torch.cat([seq, frame[:, None, :]], 1)
-        if stepper.all_done():
+        seq[:, step + 1] = frame
+        # the end of every row is read back every END_CHECK steps only: rows that ended meanwhile are held at PAD
+        # on the device, so the tokens are those of a check at every step
+        if (step + 1) % END_CHECK == 0 and stepper.all_done():
+            seq = seq[:, : step + 2]
             break
     if k > 1:
         norm = scores / (stepper.length.float() + 1.0) ** length_penalty

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from musicmoe.models.attention import KVCache, MultiHeadAttention
+from musicmoe.models.attention import KVCache, MultiHeadAttention, Rope
 from musicmoe.models.config import ModelConfig
 from musicmoe.models.moe import FeedForward, GroupedMoE, HardRoutingPlan, MoEStats
 
@@ -25,7 +25,7 @@ class SelfAttentionBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False,
-                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                rope: Rope | None = None) -> torch.Tensor:
         x = x + self.drop(self.attn(self.norm1(x), attn_mask=attn_mask, is_causal=is_causal, rope=rope))
         return x + self.drop(self.ffn(self.norm2(x)))
 
@@ -54,7 +54,7 @@ class DecoderLayer(nn.Module):
         self,
         x: torch.Tensor,
         *,
-        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        rope: Rope | None,
         group: torch.Tensor,
         modality: torch.Tensor,
         memory: torch.Tensor | None = None,

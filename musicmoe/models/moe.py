@@ -93,6 +93,23 @@ class HardRoutingPlan:
     sizes: list[int]  # tokens per group (contiguous: rows per group)
     counts: torch.Tensor  # (n_modalities, n_groups) long: routed tokens by modality and group
     mask: torch.Tensor | None = None  # contiguous plans: (B, L) True for routed tokens (None: all)
+    _stats: MoEStats | None = None
+
+    def stats(self) -> MoEStats:
+        """The routing statistics of every layer that follows this plan without dropping tokens: one object,
+        computed once per pass (hard routing sends each token to the same group in every layer)."""
+        if self._stats is None:
+            zero = self.counts.new_zeros((), dtype=torch.float32)
+            self._stats = MoEStats(self.counts, self.counts.new_zeros(()), self.counts.sum(), zero, zero,
+                                   self.counts.shape[1], 1)
+        return self._stats
+
+    @classmethod
+    def single(cls, rows: int, modality: torch.Tensor, token_mask: torch.Tensor | None) -> HardRoutingPlan:
+        """Plan of a single expert group (the dense decoder): every row in group 0."""
+        mask = None if token_mask is None else token_mask.reshape(-1)
+        counts = index_counts(modality.reshape(-1), len(MODALITIES), mask).view(-1, 1)
+        return cls(None, [rows], counts, token_mask)
 
     @classmethod
     def build(cls, group: torch.Tensor, modality: torch.Tensor, token_mask: torch.Tensor | None,
@@ -165,10 +182,21 @@ class GroupedMoE(nn.Module):
             n += self.bias_in[0].numel() + self.bias_out[0].numel()
         return n
 
-    def _expert(self, e: int, h: torch.Tensor) -> torch.Tensor:
-        h = F.linear(h, self.w_in[e], None if self.bias_in is None else self.bias_in[e])
-        h = self.dropout(self.act(h))
-        return F.linear(h, self.w_out[e], None if self.bias_out is None else self.bias_out[e])
+    def _weights(self) -> list[tuple[torch.Tensor | None, ...]]:
+        """Per expert (w_in, b_in, w_out, b_out), split once per forward: ``unbind`` (its gradient is one ``stack``)
+        or, for a single expert, ``squeeze`` (a view), never ``w[e]`` per use, whose gradient is a zero-filled copy
+        of the whole parameter."""
+        def split(p: torch.Tensor | None) -> list[torch.Tensor | None]:
+            if p is None:
+                return [None] * self.n_experts
+            return [p.squeeze(0)] if self.n_experts == 1 else list(p.unbind(0))
+
+        return list(zip(split(self.w_in), split(self.bias_in), split(self.w_out), split(self.bias_out)))
+
+    def _expert(self, w: tuple[torch.Tensor | None, ...], h: torch.Tensor) -> torch.Tensor:
+        w_in, b_in, w_out, b_out = w
+        h = self.dropout(self.act(F.linear(h, w_in, b_in)))
+        return F.linear(h, w_out, b_out)
 
     def _forward_contiguous(self, x: torch.Tensor, plan: HardRoutingPlan) -> tuple[torch.Tensor, MoEStats]:
         """One expert per group, rows of ``x`` (B, L, d) ordered by group: row slices, no gather, no gates."""
@@ -178,17 +206,14 @@ class GroupedMoE(nn.Module):
             raise ValueError("GroupedMoE: a contiguous routing plan cannot apply a capacity factor")
         if x.ndim != 3 or sum(plan.sizes) != x.shape[0]:
             raise ValueError(f"GroupedMoE: contiguous plan covers {sum(plan.sizes)} rows, got {tuple(x.shape)}")
-        outs, r0 = [], 0
-        for g, rows in enumerate(plan.sizes):
-            if rows:
-                outs.append(self._expert(g, x[r0: r0 + rows]).to(x.dtype))
-                r0 += rows
+        weights = self._weights()
+        # split, not sliced per group: the gradient is one concatenation, not a zero-filled copy per group
+        outs = [self._expert(weights[g], part).to(x.dtype)
+                for g, part in enumerate(x.split(plan.sizes)) if plan.sizes[g]]
         y = outs[0] if len(outs) == 1 else (torch.cat(outs) if outs else x)
         if plan.mask is not None:
             y = y * plan.mask[..., None].to(y.dtype)
-        zero = x.new_zeros((), dtype=torch.float32)
-        stats = MoEStats(plan.counts, plan.counts.new_zeros(()), plan.counts.sum(), zero, zero, self.n_groups, 1)
-        return y, stats
+        return y, plan.stats()
 
     def _forward_hard(self, xf: torch.Tensor, plan: HardRoutingPlan) -> tuple[torch.Tensor, MoEStats]:
         """One expert per group, routed tokens sorted by group (``plan.tokens``): slices, no gates."""
@@ -196,12 +221,12 @@ class GroupedMoE(nn.Module):
             raise ValueError(f"GroupedMoE: routing plan has {len(plan.sizes)} groups, layer has {self.n_groups}")
         cf = self.capacity_factor if self.training else self.eval_capacity_factor
         xs = xf.index_select(0, plan.tokens)
-        outs, start, dropped = [], 0, 0
+        outs, start, dropped, weights = [], 0, 0, self._weights()
         for g, size in enumerate(plan.sizes):
             if size == 0:
                 continue
             keep = size if cf is None else min(size, moe_capacity(size, 1, 0, cf))
-            outs.append(self._expert(g, xs[start: start + keep]).to(xs.dtype))
+            outs.append(self._expert(weights[g], xs[start: start + keep]).to(xs.dtype))
             if keep < size:
                 outs.append(xs.new_zeros(size - keep, self.d_model))
             start, dropped = start + size, dropped + size - keep
@@ -221,11 +246,13 @@ class GroupedMoE(nn.Module):
         precomputed :class:`HardRoutingPlan` for the same tokens (used by hard-routed layers)."""
         shape = x.shape
         xf = x.reshape(-1, self.d_model)
+        if self.n_experts == 1 and plan is not None and len(plan.sizes) == 1:  # dense, statistics of the plan
+            return self._expert(self._weights()[0], xf).to(x.dtype).view(shape), plan.stats()
         gf, mf = group.reshape(-1), modality.reshape(-1)
         zero = xf.new_zeros((), dtype=torch.float32)
 
         if self.n_experts == 1:  # dense fast path: no gather/scatter at all
-            y = self._expert(0, xf).to(x.dtype)
+            y = self._expert(self._weights()[0], xf).to(x.dtype)
             mask = None if token_mask is None else token_mask.reshape(-1)
             counts = index_counts(mf, len(MODALITIES), mask).view(-1, 1)
             n = counts.sum()
@@ -289,12 +316,13 @@ class GroupedMoE(nn.Module):
             starts.append(starts[-1] + c)
 
         ys = xs.new_zeros(n, self.d_model)
+        weights = self._weights()
         for e in range(self.n_experts):
             m = sizes[1][e]
             if m == 0:
                 continue
             idx = a_tok[starts[e]: starts[e] + m]
-            h = self._expert(e, xs.index_select(0, idx))
+            h = self._expert(weights[e], xs.index_select(0, idx))
             h = h * a_gate[starts[e]: starts[e] + m, None].to(h.dtype)
             ys.index_add_(0, idx, h.to(ys.dtype))
         dropped = torch.full((), sum(sizes[0]) - sum(sizes[1]), dtype=torch.long, device=x.device)

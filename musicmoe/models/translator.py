@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musicmoe.models.attention import KVCache, MultiHeadAttention, rotary_tables, row_rotary_tables
+from musicmoe.models.attention import KVCache, MultiHeadAttention, Rope, rotary_tables, row_rotary_tables
 from musicmoe.models.batch import Batch, BatchInfo
 from musicmoe.models.codebooks import DepthDecoder, apply_delay
 from musicmoe.models.config import ModelConfig
@@ -87,8 +87,8 @@ class OutputHead(nn.Module):
     def forward(self, h: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         w = self.weight if self.weight is not None else weight
         assert w is not None
-        if w.shape[0] == 1:
-            return F.linear(h, w[0], self.bias[0])[:, None, :]
+        if w.shape[0] == 1:  # squeeze, not w[0]: its gradient is a view, not a zero-filled copy
+            return F.linear(h, w.squeeze(0), self.bias.squeeze(0))[:, None, :]
         return torch.einsum("nd,qvd->nqv", h, w.to(h.dtype)) + self.bias.to(h.dtype)
 
 
@@ -112,14 +112,18 @@ class DecoderCache:
     ``cross_times``, each row's current time: the sum of the time shifts decoded so far)."""
 
     def __init__(self, model: Translator, memory: torch.Tensor, memory_mask: torch.Tensor, max_len: int,
-                 tgt_rows: torch.Tensor | None = None, cross_times: CrossTimes | None = None) -> None:
+                 tgt_rows: torch.Tensor | None = None, cross_times: CrossTimes | None = None,
+                 rows_per_modality: tuple[int, ...] | None = None) -> None:
         self.self_attn = [KVCache(max_len) for _ in model.decoder]
         key_rope = model.time_rope(cross_times.keys) if cross_times is not None else None
-        self.cross = [layer.cross_attn.project_kv(memory, key_rope) for layer in model.decoder]
+        self.cross = model.cross_kv(memory, key_rope)
         self.memory_mask = attention_mask(memory_mask)
         self.tgt_rows = tgt_rows  # image target grid heights (rows stay within their example when reordered)
         self.times = cross_times
         self.now = memory.new_zeros(memory.shape[0], dtype=torch.float32) if cross_times is not None else None
+        # rows of each target modality, rows ordered by modality, known on the host (generation decodes one target
+        # modality at a time): hard-routed experts then run on row slices with no read-back
+        self.rows_per_modality = rows_per_modality
 
     @property
     def length(self) -> int:
@@ -324,7 +328,7 @@ class Translator(nn.Module):
             self.embed.table(m, q)[: spec.vocab_size].copy_(v.to(self.embed.embedding.weight))
 
     # --- encoder / decoder -------------------------------------------------------------------------------
-    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _rope(self, positions: torch.Tensor) -> Rope | None:
         if self.config.pos_encoding != "rotary":
             return None
         return rotary_tables(positions, self.config.head_dim, self.config.rope_base)
@@ -408,7 +412,7 @@ class Translator(nn.Module):
         t = (torch.arange(length, device=src_modality.device, dtype=torch.float32) * step + centre)
         return CrossTimes(t[None, :] * self._time_layout[3] * rows[:, None], rows)
 
-    def time_rope(self, times: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def time_rope(self, times: torch.Tensor) -> Rope:
         """Rotary tables of per-row times (B, L) for time-aligned cross-attention."""
         return row_rotary_tables(times, self.config.head_dim, self.config.rope_base)
 
@@ -420,10 +424,22 @@ class Translator(nn.Module):
         t = shift.cumsum(1).float()
         return t if now is None else t + now[:, None]
 
+    def cross_kv(self, memory: torch.Tensor, key_rope: Rope | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Cross-attention keys/values (B, H, S, D) of every decoder layer from one projection of ``memory``: the
+        layers' key/value weights are concatenated (one matrix product instead of one per layer, forward and
+        backward); ``key_rope`` rotates the keys (time-aligned cross-attention)."""
+        attns = [layer.cross_attn for layer in self.decoder]
+        weight = torch.cat([a.kv_proj.weight for a in attns])
+        bias = torch.cat([a.kv_proj.bias for a in attns]) if attns[0].kv_proj.bias is not None else None
+        kv = F.linear(memory, weight, bias)
+        return [a.split_kv(part, key_rope) for a, part in zip(attns, kv.split(weight.shape[0] // len(attns), -1))]
+
     def decoder_cache(self, memory: torch.Tensor, memory_mask: torch.Tensor, max_len: int,
-                      tgt_rows: torch.Tensor | None = None, cross_times: CrossTimes | None = None) -> DecoderCache:
-        """An empty :class:`DecoderCache` over encoder output ``memory`` for up to ``max_len`` decoder positions."""
-        return DecoderCache(self, memory, memory_mask, max_len, tgt_rows, cross_times)
+                      tgt_rows: torch.Tensor | None = None, cross_times: CrossTimes | None = None,
+                      rows_per_modality: tuple[int, ...] | None = None) -> DecoderCache:
+        """An empty :class:`DecoderCache` over encoder output ``memory`` for up to ``max_len`` decoder positions;
+        ``rows_per_modality``: rows of each target modality when the rows are ordered by it (no routing sync)."""
+        return DecoderCache(self, memory, memory_mask, max_len, tgt_rows, cross_times, rows_per_modality)
 
     def decode(
         self,
@@ -475,11 +491,16 @@ class Translator(nn.Module):
             mem_attn = attention_mask(memory_mask)
         plan = None
         cfg = self.config
-        if cfg.top_k == 0 and cfg.n_groups > 1:  # hard routing: one plan for all layers
-            capacity = cfg.capacity_factor if self.training else cfg.eval_capacity_factor
-            if host is not None and capacity is None:
-                plan = HardRoutingPlan.contiguous(list(host.rows_per_modality), group, modality,
-                                                  token_mask if host.dec_padded else None, cfg.n_groups)
+        capacity = cfg.capacity_factor if self.training else cfg.eval_capacity_factor
+        host_rows = host.rows_per_modality if host is not None else (
+            cache.rows_per_modality if cache is not None and token_mask is None else None)
+        if cfg.top_k == 0 and cfg.n_groups == 1 and capacity is None:  # one group: statistics once
+            plan = HardRoutingPlan.single(tokens.shape[0], modality, token_mask)
+        elif cfg.top_k == 0 and cfg.n_groups > 1:  # hard routing: one plan for all layers
+            if host_rows is not None and capacity is None:
+                plan = HardRoutingPlan.contiguous(list(host_rows), group, modality,
+                                                  token_mask if host is not None and host.dec_padded else None,
+                                                  cfg.n_groups)
             else:
                 plan = HardRoutingPlan.build(group, modality, token_mask, cfg.n_groups)
         stats: list[MoEStats] = []
@@ -490,12 +511,17 @@ class Translator(nn.Module):
             cache.now = q_times[:, -1]
             cross_rope = (self.time_rope(q_times), None)  # the cached keys are rotated
         elif cache is None and cross_times is not None:
-            cross_rope = (self.time_rope(self._query_times(tokens, cross_times.rows, None)),
-                          self.time_rope(cross_times.keys))
+            cross_rope = (self.time_rope(self._query_times(tokens, cross_times.rows, None)), None)
+        if cache is not None:
+            memory_kv = cache.cross
+        elif memory is not None:  # every layer's keys/values in one projection (keys rotated by their times)
+            memory_kv = self.cross_kv(memory, self.time_rope(cross_times.keys) if cross_times is not None else None)
+        else:
+            memory_kv = [None] * len(self.decoder)
         for i, layer in enumerate(self.decoder):
             x, st = layer(
                 x, rope=rope, group=group, modality=modality, memory=memory,
-                memory_kv=cache.cross[i] if cache is not None else None, memory_mask=mem_attn,
+                memory_kv=memory_kv[i], memory_mask=mem_attn,
                 token_mask=token_mask, cache=cache.self_attn[i] if cache is not None else None, plan=plan,
                 cross_rope=cross_rope,
             )
@@ -632,12 +658,13 @@ class Translator(nn.Module):
         if host is not None:  # rows ordered by target modality: every head on its contiguous rows, padding included
             present = list(host.rows_per_modality)
             parts, r0 = [], 0
+            hidden_parts = hidden.split(present)  # one concatenation backward, no zero-filled slice gradients
             for m, spec in enumerate(self.vocab):
                 if present[m] == 0:
                     continue
                 r1, cb = r0 + present[m], spec.codebooks
                 codes = targets[r0:r1, :, :cb].reshape(-1, cb)
-                logits = self.head_logits(m, hidden[r0:r1].reshape(-1, d), codes)
+                logits = self.head_logits(m, hidden_parts[m].reshape(-1, d), codes)
                 ce = F.cross_entropy(logits.float().reshape(-1, spec.table_size), codes.reshape(-1),
                                      reduction="none", label_smoothing=cfg.label_smoothing)
                 parts.append((ce.view(r1 - r0, length, cb) * valid[r0:r1, :, :cb]).sum((1, 2)) / cb)
@@ -664,11 +691,13 @@ class Translator(nn.Module):
         ce_loss = row_ce.sum() / n_total
         if torch.is_grad_enabled():  # heads of absent target modalities get zero gradients, so that DDP/DeepSpeed
             for m, spec in enumerate(self.vocab):  # need no find_unused_parameters
-                if present[m] == 0:
-                    ce_loss = ce_loss + 0.0 * sum(p.sum() for p in self.heads[spec.name].parameters())
+                if present[m] == 0:  # one sum over the head's parameters (a flat concatenation)
+                    flat = torch.cat([p.reshape(-1) for p in self.heads[spec.name].parameters()])
+                    ce_loss = ce_loss + 0.0 * flat.sum()
         zero = ce_loss.new_zeros(())
-        aux = torch.stack([s.aux_loss for s in stats]).mean() if stats else zero
-        z = torch.stack([s.z_loss for s in stats]).mean() if stats else zero
+        routed = cfg.top_k > 0 and bool(stats)  # hard routing has no router losses
+        aux = torch.stack([s.aux_loss for s in stats]).mean() if routed else zero
+        z = torch.stack([s.z_loss for s in stats]).mean() if routed else zero
         loss = ce_loss
         if cfg.top_k > 0:
             loss = loss + cfg.aux_loss_weight * aux + cfg.z_loss_weight * z
@@ -698,11 +727,15 @@ class Translator(nn.Module):
         if stats:
             metrics["moe/aux_loss"] = aux.detach()
             metrics["moe/z_loss"] = z.detach()
-            dropped = torch.stack([s.dropped for s in stats]).sum()
-            assigned = torch.stack([s.assignments for s in stats]).sum()
+            if all(s is stats[0] for s in stats):  # one shared routing plan: the same statistics in every layer
+                n = len(stats)
+                dropped, assigned, load = stats[0].dropped * n, stats[0].assignments * n, stats[0].group_load()
+            else:
+                dropped = torch.stack([s.dropped for s in stats]).sum()
+                assigned = torch.stack([s.assignments for s in stats]).sum()
+                load = torch.stack([s.group_load() for s in stats]).mean(0)  # (G, E)
             metrics["moe/dropped"] = dropped.detach()
             metrics["moe/dropped_frac"] = (dropped.float() / assigned.clamp_min(1).float()).detach()
-            load = torch.stack([s.group_load() for s in stats]).mean(0)  # (G, E)
             names = ["shared"] if cfg.shared_across_modalities else list(MODALITIES)
             for g, gname in enumerate(names):
                 for e in range(load.shape[1]):

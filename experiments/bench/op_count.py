@@ -1,0 +1,212 @@
+"""CPU proxies of GPU overhead: operator counts of a training step and of a cached decode step, no timing.
+
+The translator is built with the paper's layer structure (12 + 12 layers, 2 sub-decoder layers) at a small width, so
+every count equals the paper-size model's (operators do not depend on width) while the run takes seconds on a CPU.
+Counted with a ``TorchDispatchMode`` (every aten call that reaches a kernel, forward and backward):
+
+* ``train_<case>_aten_ops``: aten operators that run a kernel (views excluded) in forward + loss + backward of
+  one mixed-task batch (OMR, AMT and image->audio rows);
+* ``train_<case>_casts``: dtype conversions among them (``_to_copy`` / ``to`` / ``copy_`` across dtypes);
+* ``train_<case>_view_backward_copies``: gradients of a sliced or indexed view written into a zero-filled full
+  tensor (``slice_backward``, ``select_backward``, ``index_put``/``scatter`` into ``zeros``), each a fill and a copy;
+* ``decode_<case>_ops_per_step`` and ``decode_<case>_host_syncs_per_step``: one cached greedy decoding step (the
+  mean over ``--steps`` steps after the first), host reads counted by
+  :class:`musicmoe.models.hostsync.HostSyncCounter`;
+* ``decode_recompiles`` / ``decode_graph_breaks``: with ``--compile``, recompilations over the decoding steps and
+  graph breaks of the compiled decode step (``torch._dynamo`` counters).
+
+Cases: ``fp32`` (float32 parameters), ``autocast`` (float32 parameters under bf16 autocast, as an AMP run) and
+``bf16`` (bfloat16 parameters, as DeepSpeed's bf16 mode computes with fp32 master weights in the optimizer);
+``dense`` (one decoder FFN) and ``moe`` (one FFN per target modality). Output: one ``name value`` line per figure.
+
+    python experiments/bench/op_count.py                    # every figure
+    python experiments/bench/op_count.py --json counts.json --compile
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# run as a script, this folder is sys.path[0]; a sibling named like a stdlib module would shadow it
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import argparse
+import collections
+import contextlib
+import json
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from musicmoe.models import ModelConfig, Translator, VocabSpec, collate
+from musicmoe.models.hostsync import HostSyncCounter
+
+# the paper's layer structure (configs/model/paper.yaml) at a width that runs in seconds on one core
+STRUCTURE = dict(d_model=64, n_heads=16, enc_layers=12, dec_layers=12, d_ff=128, subdecoder_layers=2,
+                 subdecoder_dim=32, subdecoder_heads=8)
+VOCAB = VocabSpec.build(lmx_vocab_size=4092, midi_vocab_size=4092)
+TASKS = [("image", "lmx"), ("audio", "midi"), ("image", "audio")]
+CAST_OPS = {"_to_copy", "to", "_to_copy.default"}
+VIEW_BACKWARD_OPS = {"slice_backward", "select_backward", "as_strided_backward", "narrow_backward",
+                     "index_select_backward", "unbind_backward"}
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts aten operators by name; dtype casts and view-backward zero-fill copies separately."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: collections.Counter[str] = collections.Counter()
+        self.views = 0
+        self.casts = 0
+        self.view_backward = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        self.ops[name] += 1
+        if _is_view(func):
+            self.views += 1
+        out = func(*args, **kwargs)
+        if name in ("_to_copy", "to", "copy_", "copy"):
+            src = args[1] if name in ("copy_", "copy") and len(args) > 1 else args[0]
+            dst = out if isinstance(out, torch.Tensor) else None
+            if isinstance(src, torch.Tensor) and dst is not None and src.dtype != dst.dtype:
+                self.casts += 1
+        if name in VIEW_BACKWARD_OPS:
+            self.view_backward += 1
+        return out
+
+    @property
+    def total(self) -> int:
+        """Operators that run a kernel: every counted call but views (metadata only, no kernel)."""
+        return sum(self.ops.values()) - self.views
+
+
+def _is_view(func) -> bool:
+    """The operator returns an alias of an input that it does not write (a view: no kernel runs)."""
+    returns = func._schema.returns
+    return bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
+
+
+def mixed_batch(batch: int, src_len: int, tgt_len: int, seed: int = 0):
+    """Full-length rows, tasks in turn (as experiments/bench/train_step.py)."""
+    gen = torch.Generator().manual_seed(seed)
+    examples = []
+    for i in range(batch):
+        src_m, tgt_m = TASKS[i % len(TASKS)]
+        s, t = VOCAB[src_m], VOCAB[tgt_m]
+        src = torch.randint(0, s.vocab_size, (s.codebooks, src_len - 1) if s.multi_codebook else (src_len - 1,),
+                            generator=gen)
+        tgt = torch.randint(0, t.vocab_size, (t.codebooks, tgt_len - 2) if t.multi_codebook else (tgt_len - 2,),
+                            generator=gen)
+        examples.append({"src": src, "src_modality": src_m, "tgt": tgt, "tgt_modality": tgt_m, "task": i % 3})
+    return collate(examples, VOCAB)
+
+
+def build(moe: bool, dtype: torch.dtype, max_len: int) -> Translator:
+    torch.manual_seed(0)
+    cfg = ModelConfig(**STRUCTURE, dropout=0.0, shared_across_modalities=not moe, max_src_len=max_len,
+                      max_tgt_len=max_len, validate_inputs=False)
+    return Translator(cfg, VOCAB).to(dtype)
+
+
+def count_train_step(model: Translator, batch, amp: bool) -> OpCounter:
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    model.train()
+    model(batch).loss.backward()  # warm-up: lazy buffers, first-call paths
+    model.zero_grad(set_to_none=True)
+    with OpCounter() as counter:
+        with ctx:
+            loss = model(batch).loss
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter
+
+
+def count_decode(model: Translator, steps: int, amp: bool, src_len: int = 32) -> tuple[float, float]:
+    """(aten ops, host syncs) per cached greedy step: generate ``steps`` + 1 tokens minus generate 1 token."""
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    model.eval()
+    spec = VOCAB["image"]
+    b = 2
+    src = torch.full((b, src_len, VOCAB.max_codebooks), spec.pad_id, dtype=torch.long)
+    src[:, :, : spec.codebooks] = torch.randint(0, spec.vocab_size, (b, src_len, spec.codebooks))
+    mask = torch.ones(b, src_len, dtype=torch.bool)
+
+    def run(n: int) -> tuple[int, int]:
+        with torch.no_grad(), ctx, OpCounter() as ops, HostSyncCounter() as syncs:
+            model.generate(src, mask, "image", "lmx", max_len=n, min_len=n)
+        return ops.total, len(syncs.events)
+
+    run(2)
+    ops1, syncs1 = run(1)
+    ops_n, syncs_n = run(steps + 1)
+    return (ops_n - ops1) / steps, (syncs_n - syncs1) / steps
+
+
+def compiled_decode(model: Translator, steps: int) -> dict[str, int]:
+    """Recompiles and graph breaks of ``steps`` cached decoding steps with the decoder step compiled."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    model.eval()
+    spec = VOCAB["image"]
+    src = torch.full((2, 32, VOCAB.max_codebooks), spec.pad_id, dtype=torch.long)
+    src[:, :, : spec.codebooks] = torch.randint(0, spec.vocab_size, (2, 32, spec.codebooks))
+    mask = torch.ones(2, 32, dtype=torch.bool)
+    with torch.no_grad():
+        model.generate(src, mask, "image", "lmx", max_len=steps, min_len=steps, compile_step=True)
+    c = torch._dynamo.utils.counters
+    frames = sum(c["stats"].values()) and c["stats"].get("unique_graphs", 0)
+    return {"decode_recompiles": max(0, int(c["stats"].get("unique_graphs", 0)) - 1),
+            "decode_graph_breaks": int(sum(c["graph_break"].values())), "decode_compiled_graphs": int(frames)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=6)
+    ap.add_argument("--src-len", type=int, default=48)
+    ap.add_argument("--tgt-len", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=20, help="decoding steps counted (default 20)")
+    ap.add_argument("--cases", default="fp32,autocast,bf16", help="comma-separated precision cases")
+    ap.add_argument("--compile", action="store_true", help="also count recompiles/graph breaks of compiled decoding")
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    batch = mixed_batch(args.batch, args.src_len, args.tgt_len)
+    out: dict[str, float] = {}
+    for case in args.cases.split(","):
+        if case not in ("fp32", "autocast", "bf16"):
+            ap.error(f"--cases: unknown {case!r} (fp32, autocast, bf16)")
+        dtype = torch.bfloat16 if case == "bf16" else torch.float32
+        for kind in ("dense", "moe"):
+            model = build(kind == "moe", dtype, max(args.src_len, args.tgt_len) + args.steps + 8)
+            counter = count_train_step(model, batch, amp=case == "autocast")
+            tag = f"{case}_{kind}"
+            out[f"train_{tag}_aten_ops"] = counter.total
+            out[f"train_{tag}_casts"] = counter.casts
+            out[f"train_{tag}_view_backward_copies"] = counter.view_backward
+            ops, syncs = count_decode(model, args.steps, amp=case == "autocast")
+            out[f"decode_{tag}_ops_per_step"] = round(ops, 1)
+            out[f"decode_{tag}_host_syncs_per_step"] = round(syncs, 2)
+            for name in ("train_%s_aten_ops", "train_%s_casts", "train_%s_view_backward_copies",
+                         "decode_%s_ops_per_step", "decode_%s_host_syncs_per_step"):
+                print(f"{name % tag} {out[name % tag]}", flush=True)
+    if args.compile:
+        model = build(False, torch.float32, args.src_len + args.steps + 8)
+        for key, value in compiled_decode(model, args.steps).items():
+            out[key] = value
+            print(f"{key} {value}", flush=True)
+    if args.json:
+        tmp = Path(args.json + ".tmp")
+        tmp.write_text(json.dumps(out, indent=1) + "\n")
+        tmp.replace(args.json)
+    return out
+
+
+if __name__ == "__main__":
+    main()
