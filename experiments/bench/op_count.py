@@ -12,15 +12,17 @@ Counted with a ``TorchDispatchMode`` (every aten call that reaches a kernel, for
 * ``decode_<case>_ops_per_step`` and ``decode_<case>_host_syncs_per_step``: one cached greedy decoding step (the
   mean over ``--steps`` steps after the first), host reads counted by
   :class:`musicmoe.models.hostsync.HostSyncCounter`;
-* ``decode_recompiles`` / ``decode_graph_breaks``: with ``--compile``, recompilations over the decoding steps and
-  graph breaks of the compiled decode step (``torch._dynamo`` counters).
+* ``decode_compiled_<case>_<target>_recompiles`` / ``..._graph_breaks`` / ``..._same_tokens``: with ``--compile``,
+  the decoding step compiled as one graph over a static cache (``torch._dynamo`` counters over ``--steps`` steps),
+  and whether it decodes the eager step's tokens.
 
 Cases: ``fp32`` (float32 parameters), ``autocast`` (float32 parameters under bf16 autocast, as an AMP run) and
 ``bf16`` (bfloat16 parameters, as DeepSpeed's bf16 mode computes with fp32 master weights in the optimizer);
 ``dense`` (one decoder FFN) and ``moe`` (one FFN per target modality). Output: one ``name value`` line per figure.
 
     python experiments/bench/op_count.py                    # every figure
-    python experiments/bench/op_count.py --json counts.json --compile
+    python experiments/bench/op_count.py --json counts.json --compile            # tracing only (fast)
+    python experiments/bench/op_count.py --cases bf16 --compile inductor         # compiled code as well
 """
 
 from __future__ import annotations
@@ -147,23 +149,31 @@ def count_decode(model: Translator, steps: int, amp: bool, src_len: int = 32) ->
     return (ops_n - ops1) / steps, (syncs_n - syncs1) / steps
 
 
-def compiled_decode(model: Translator, steps: int) -> dict[str, int]:
-    """Recompiles and graph breaks of ``steps`` cached decoding steps with the decoder step compiled."""
+def compiled_decode(model: Translator, steps: int, backend: str) -> dict[str, float]:
+    """The decoding step compiled as one graph (``generate(compile_step=backend)``, static cache): graphs compiled
+    over ``steps`` steps (recompiles = graphs - 1), graph breaks (``fullgraph``: a break would raise), and whether
+    its tokens equal the eager step's."""
     import torch._dynamo
 
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     model.eval()
     spec = VOCAB["image"]
+    gen = torch.Generator().manual_seed(0)
     src = torch.full((2, 32, VOCAB.max_codebooks), spec.pad_id, dtype=torch.long)
-    src[:, :, : spec.codebooks] = torch.randint(0, spec.vocab_size, (2, 32, spec.codebooks))
+    src[:, :, : spec.codebooks] = torch.randint(0, spec.vocab_size, (2, 32, spec.codebooks), generator=gen)
     mask = torch.ones(2, 32, dtype=torch.bool)
+    out: dict[str, float] = {}
     with torch.no_grad():
-        model.generate(src, mask, "image", "lmx", max_len=steps, min_len=steps, compile_step=True)
-    c = torch._dynamo.utils.counters
-    frames = sum(c["stats"].values()) and c["stats"].get("unique_graphs", 0)
-    return {"decode_recompiles": max(0, int(c["stats"].get("unique_graphs", 0)) - 1),
-            "decode_graph_breaks": int(sum(c["graph_break"].values())), "decode_compiled_graphs": int(frames)}
+        for tgt in ("lmx", "audio"):
+            before = torch._dynamo.utils.counters["stats"].get("unique_graphs", 0)
+            compiled = model.generate(src, mask, "image", tgt, max_len=steps, min_len=steps, compile_step=backend)
+            graphs = torch._dynamo.utils.counters["stats"].get("unique_graphs", 0) - before
+            eager = model.generate(src, mask, "image", tgt, max_len=steps, min_len=steps)
+            out[f"decode_compiled_{tgt}_recompiles"] = max(0, graphs - 1)
+            out[f"decode_compiled_{tgt}_same_tokens"] = int(all(torch.equal(a, b) for a, b in zip(compiled, eager)))
+    out["decode_compiled_graph_breaks"] = int(sum(torch._dynamo.utils.counters["graph_break"].values()))
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -173,7 +183,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--tgt-len", type=int, default=48)
     ap.add_argument("--steps", type=int, default=20, help="decoding steps counted (default 20)")
     ap.add_argument("--cases", default="fp32,autocast,bf16", help="comma-separated precision cases")
-    ap.add_argument("--compile", action="store_true", help="also count recompiles/graph breaks of compiled decoding")
+    ap.add_argument("--compile", nargs="?", const="eager", default=None, metavar="BACKEND",
+                    help="also compile the decoding step (torch.compile backend, default 'eager': tracing only) and "
+                         "count recompiles and graph breaks over --steps steps")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -197,10 +209,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                          "decode_%s_ops_per_step", "decode_%s_host_syncs_per_step"):
                 print(f"{name % tag} {out[name % tag]}", flush=True)
     if args.compile:
-        model = build(False, torch.float32, args.src_len + args.steps + 8)
-        for key, value in compiled_decode(model, args.steps).items():
-            out[key] = value
-            print(f"{key} {value}", flush=True)
+        for kind in ("dense", "moe"):
+            model = build(kind == "moe", torch.float32, args.src_len + args.steps + 8)
+            for key, value in compiled_decode(model, args.steps, args.compile).items():
+                key = key.replace("decode_compiled", f"decode_compiled_{kind}")
+                out[key] = value
+                print(f"{key} {value}", flush=True)
     if args.json:
         tmp = Path(args.json + ".tmp")
         tmp.write_text(json.dumps(out, indent=1) + "\n")

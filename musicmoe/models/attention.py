@@ -104,6 +104,8 @@ def apply_rotary(x: torch.Tensor, rope: Rope) -> torch.Tensor:
     """Rotate ``x`` (..., L, D) by the :class:`Rope` ``rope`` (rotate-half convention, in ``x``'s dtype); the
     tables broadcast over the leading dimensions."""
     cos, sin = rope.tables(x.dtype)
+    if torch.compiler.is_compiling():  # traced: plain operations (the compiler fuses them; autograd derives them)
+        return torch.addcmul(x * cos, _swap_halves(x), sin)
     return _Rotate.apply(x, cos, sin)
 
 
@@ -114,7 +116,14 @@ def rotary_qkv(proj: nn.Linear, x: torch.Tensor, rope: Rope, heads: int) -> torc
     flat = x.reshape(b * length, d)
     qkv = torch.mm(flat, proj.weight.t()) if proj.bias is None else torch.addmm(proj.bias, flat, proj.weight.t())
     cos, sin = rope.tables(qkv.dtype)
-    return _RotateQK.apply(qkv, cos[:, None, None, :], sin[:, None, None, :], length, heads).view(b, length, -1)
+    cos, sin = cos[:, None, None, :], sin[:, None, None, :]
+    if torch.compiler.is_compiling() or not (torch.is_grad_enabled() and qkv.requires_grad):
+        # no autograd record needed (inference), or traced (the compiler functionalizes the in-place update)
+        qk = qkv.view(b, length, 3, heads, -1)[:, :, :2]
+        swapped = _swap_halves(qk)
+        qk.mul_(cos).addcmul_(swapped, sin)
+        return qkv.view(b, length, -1)
+    return _RotateQK.apply(qkv, cos, sin, length, heads).view(b, length, -1)
 
 
 class KVCache:
@@ -145,6 +154,53 @@ class KVCache:
         if self.k is not None:
             self.k = self.k.index_select(0, index)
             self.v = self.v.index_select(0, index)
+
+
+class DecodeClock:
+    """The device-side position of a static decoder cache, shared by its layers: ``pos`` (a 1-element long
+    tensor, advanced in place after each decoding call) and, during a call, ``current`` (the L new positions) and
+    ``mask`` (L, max_len): which cached positions each new query may see. Nothing here is read back to the host,
+    and every call has the same shapes, so a compiled decoding step is traced once."""
+
+    def __init__(self, max_len: int, device) -> None:
+        self.max_len = max_len
+        self.pos = torch.zeros(1, dtype=torch.long, device=device)
+        self.key_pos = torch.arange(max_len, device=device)
+        self.current = self.pos
+        self.mask = self.key_pos[None, :] <= self.pos[:, None]
+
+    def start(self, length: int) -> torch.Tensor:
+        """Positions (L,) of the ``length`` new entries; also sets ``current`` and ``mask``."""
+        self.current = self.pos + torch.arange(length, device=self.pos.device)
+        self.mask = self.key_pos[None, :] <= self.current[:, None]
+        return self.current
+
+    def advance(self, length: int) -> None:
+        self.pos.add_(length)
+
+
+class StaticKVCache:
+    """Keys/values of one self-attention layer in buffers of ``max_len`` positions, zero-filled and written at the
+    :class:`DecodeClock`'s device-side position; attention reads the whole buffers with the clock's mask (static
+    shapes, no host sync; same outputs as :class:`KVCache`, whose views grow by one position per step)."""
+
+    def __init__(self, clock: DecodeClock, batch: int, heads: int, head_dim: int, dtype, device) -> None:
+        self.clock = clock
+        shape = (batch, heads, clock.max_len, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+
+    def write(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Store ``k``/``v`` (B, H, L, D) at the clock's current positions; all keys, values and the mask."""
+        idx = self.clock.current
+        self.k.index_copy_(2, idx, k.to(self.k.dtype))
+        self.v.index_copy_(2, idx, v.to(self.v.dtype))
+        return self.k, self.v, self.clock.mask
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows (beam search)."""
+        self.k = self.k.index_select(0, index)
+        self.v = self.v.index_select(0, index)
 
 
 class MultiHeadAttention(nn.Module):
@@ -194,7 +250,7 @@ class MultiHeadAttention(nn.Module):
         rope: Rope | None = None,
         memory: torch.Tensor | None = None,
         memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cache: KVCache | None = None,
+        cache: KVCache | StaticKVCache | None = None,
         cross_rope: tuple[Rope, Rope | None] | None = None,
     ) -> torch.Tensor:
         """Attend from ``x`` (B, L, d).
@@ -221,7 +277,10 @@ class MultiHeadAttention(nn.Module):
             else:
                 qkv = self.qkv_proj(x)
             q, k, v = self._heads(qkv, 3)
-            if cache is not None:
+            if isinstance(cache, StaticKVCache):
+                k, v, attn_mask = cache.write(k, v)
+                is_causal = False
+            elif cache is not None:
                 past = cache.length
                 k, v = cache.append(k, v)
                 if past > 0:

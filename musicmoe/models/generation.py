@@ -255,10 +255,26 @@ def _as_modality_tensor(value, b: int, device, what: str) -> torch.Tensor:
     return t
 
 
+def _cached_step(model: Translator, tokens: torch.Tensor, tgt_mod: torch.Tensor, cache) -> torch.Tensor:
+    """Decoder state (B, d) of the last of ``tokens`` (B, L, Qmax) continuing ``cache``."""
+    return model.decode(tokens, tgt_mod, cache=cache)[0][:, -1]
+
+
+def compiled_step(model: Translator, backend: str = "inductor") -> Callable:
+    """:func:`_cached_step` compiled as one graph (``fullgraph``: a graph break is an error) for a static cache;
+    on CUDA with inductor in ``reduce-overhead`` mode (CUDA graphs). Kept on the model per backend."""
+    store = model.__dict__.setdefault("_compiled_steps", {})
+    if backend not in store:
+        on_cuda = next(model.parameters()).is_cuda
+        mode = "reduce-overhead" if on_cuda and backend == "inductor" else None
+        store[backend] = torch.compile(_cached_step, fullgraph=True, dynamic=False, backend=backend, mode=mode)
+    return store[backend]
+
+
 def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, m: int, max_len: int,
                  strategy: str, beam_size: int, pick: Picker, use_cache: bool, min_len: int,
                  length_penalty: float, tgt_rows: torch.Tensor | None = None,
-                 cross_times: CrossTimes | None = None) -> list[torch.Tensor]:
+                 cross_times: CrossTimes | None = None, compile_step: bool | str = False) -> list[torch.Tensor]:
     n = memory.shape[0]
     k = beam_size if strategy == "beam" else 1
     if k > 1:
@@ -275,15 +291,18 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
     # the whole sequence preallocated (no per-step concatenation; shapes stay fixed for a compiled step)
     seq = stepper.bos_frame()[:, None, :].repeat(1, stepper.total_steps + 1, 1)
     cache = (model.decoder_cache(memory, mem_mask, stepper.total_steps + 1, tgt_rows, cross_times,
-                                 rows_per_modality=tuple(rows if i == m else 0 for i in range(len(MODALITIES))))
+                                 rows_per_modality=tuple(rows if i == m else 0 for i in range(len(MODALITIES))),
+                                 static=bool(compile_step))
              if use_cache else None)
+    step_fn = (compiled_step(model, compile_step if isinstance(compile_step, str) else "inductor")
+               if compile_step and use_cache else _cached_step)
     scores = torch.zeros(n, k, device=dev)
     scores[:, 1:] = NEG_INF  # all beams start identical: expand only the first
     scores = scores.reshape(-1)
     greedy = make_picker("greedy", 1.0, 1.0, None)
     for step in range(stepper.total_steps):
         if cache is not None:
-            h = model.decode(seq[:, step: step + 1], tgt_mod, cache=cache)[0][:, -1]
+            h = step_fn(model, seq[:, step: step + 1], tgt_mod, cache)
         else:
             h = model.decode(seq[:, : step + 1], tgt_mod, memory=memory, memory_mask=mem_mask, tgt_rows=tgt_rows,
                              cross_times=cross_times)[0][:, -1]
@@ -337,6 +356,7 @@ def generate(
     src_features: torch.Tensor | None = None,
     src_rows: torch.Tensor | None = None,
     tgt_rows: torch.Tensor | None = None,
+    compile_step: bool | str = False,
 ) -> list[torch.Tensor]:
     """Decode every row of a padded source batch (``src_tokens`` (B, S, Qmax), ``src_mask`` (B, S)).
 
@@ -347,7 +367,9 @@ def generate(
     sampling with ``temperature``, reproducible with ``generator``) or ``beam`` (``beam_size``,
     ``length_penalty``). ``src_features``/``src_rows``: continuous source inputs and image grid heights (as in
     :class:`~musicmoe.models.batch.Batch`); ``tgt_rows`` (B,): grid heights of image targets to generate. Runs in
-    eval mode (restored afterwards) without gradients.
+    eval mode (restored afterwards) without gradients. ``compile_step`` (with ``use_cache``): decode with a static
+    cache and the step compiled as one graph (True: inductor, CUDA graphs on a GPU; a string names the
+    ``torch.compile`` backend); the tokens are those of the eager step.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"generate: strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -387,7 +409,7 @@ def generate(
             part_rows = None if tgt_rows is None else tgt_rows.to(dev).long().index_select(0, rows)
             outs = _decode_part(model, memory.index_select(0, rows), mem_mask.index_select(0, rows), int(m),
                                 max_len, strategy, beam_size, pick, use_cache, min_len, length_penalty, part_rows,
-                                times.index_select(rows) if times is not None else None)
+                                times.index_select(rows) if times is not None else None, compile_step)
             for r, o in zip(rows.tolist(), outs):
                 results[r] = o
     finally:

@@ -42,7 +42,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from musicmoe.models.attention import KVCache, MultiHeadAttention, Rope, rotary_tables, row_rotary_tables
+from musicmoe.models.attention import (
+    DecodeClock,
+    KVCache,
+    MultiHeadAttention,
+    Rope,
+    StaticKVCache,
+    rotary_tables,
+    row_rotary_tables,
+)
 from musicmoe.models.batch import Batch, BatchInfo
 from musicmoe.models.codebooks import DepthDecoder, apply_delay
 from musicmoe.models.config import ModelConfig
@@ -113,8 +121,14 @@ class DecoderCache:
 
     def __init__(self, model: Translator, memory: torch.Tensor, memory_mask: torch.Tensor, max_len: int,
                  tgt_rows: torch.Tensor | None = None, cross_times: CrossTimes | None = None,
-                 rows_per_modality: tuple[int, ...] | None = None) -> None:
-        self.self_attn = [KVCache(max_len) for _ in model.decoder]
+                 rows_per_modality: tuple[int, ...] | None = None, static: bool = False) -> None:
+        # static: fixed-size buffers written at a device-side position (no host state changes per step, so a
+        # compiled step is traced once); else caches whose views grow by the new positions
+        self.clock = DecodeClock(max_len, memory.device) if static else None
+        cfg = model.config
+        self.self_attn: list[KVCache | StaticKVCache] = (
+            [StaticKVCache(self.clock, memory.shape[0], cfg.n_heads, cfg.head_dim, memory.dtype, memory.device)
+             for _ in model.decoder] if self.clock is not None else [KVCache(max_len) for _ in model.decoder])
         key_rope = model.time_rope(cross_times.keys) if cross_times is not None else None
         self.cross = model.cross_kv(memory, key_rope)
         self.memory_mask = attention_mask(memory_mask)
@@ -127,6 +141,9 @@ class DecoderCache:
 
     @property
     def length(self) -> int:
+        """Cached positions (a host read of the device clock for a static cache)."""
+        if self.clock is not None:
+            return int(self.clock.pos)
         return self.self_attn[0].length
 
     def reorder(self, index: torch.Tensor) -> None:
@@ -436,10 +453,11 @@ class Translator(nn.Module):
 
     def decoder_cache(self, memory: torch.Tensor, memory_mask: torch.Tensor, max_len: int,
                       tgt_rows: torch.Tensor | None = None, cross_times: CrossTimes | None = None,
-                      rows_per_modality: tuple[int, ...] | None = None) -> DecoderCache:
+                      rows_per_modality: tuple[int, ...] | None = None, static: bool = False) -> DecoderCache:
         """An empty :class:`DecoderCache` over encoder output ``memory`` for up to ``max_len`` decoder positions;
-        ``rows_per_modality``: rows of each target modality when the rows are ordered by it (no routing sync)."""
-        return DecoderCache(self, memory, memory_mask, max_len, tgt_rows, cross_times, rows_per_modality)
+        ``rows_per_modality``: rows of each target modality when the rows are ordered by it (no routing sync);
+        ``static``: fixed-shape buffers at a device-side position (for a compiled decoding step)."""
+        return DecoderCache(self, memory, memory_mask, max_len, tgt_rows, cross_times, rows_per_modality, static)
 
     def decode(
         self,
@@ -468,8 +486,11 @@ class Translator(nn.Module):
         if host is not None and cache is not None:
             raise ValueError("decode: a HostPlan is for teacher-forced passes, not for cached decoding")
         b, length, _ = tokens.shape
-        start = cache.length if cache is not None else 0
-        positions = torch.arange(start, start + length, device=tokens.device)
+        if cache is not None and cache.clock is not None:
+            positions = cache.clock.start(length)  # device-side: the same graph at every step
+        else:
+            start = cache.length if cache is not None else 0
+            positions = torch.arange(start, start + length, device=tokens.device)
         x = self.embed(tokens, tgt_modality)
         if tgt_rows is None and cache is not None:
             tgt_rows = cache.tgt_rows
@@ -527,6 +548,8 @@ class Translator(nn.Module):
             )
             if st is not None:
                 stats.append(st)
+        if cache is not None and cache.clock is not None:
+            cache.clock.advance(length)
         return self.dec_norm(x), stats
 
     def head_logits(self, modality: int, h: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
@@ -793,9 +816,10 @@ class Translator(nn.Module):
         src_features: torch.Tensor | None = None,
         src_rows: torch.Tensor | None = None,
         tgt_rows: torch.Tensor | None = None,
+        compile_step: bool | str = False,
     ) -> list[torch.Tensor]:
         """Translate a padded source batch; see :func:`musicmoe.models.generation.generate`."""
         return generate(self, src_tokens, src_mask, src_modality, tgt_modality, max_len, strategy=strategy,
                         beam_size=beam_size, top_p=top_p, temperature=temperature, use_cache=use_cache,
                         min_len=min_len, length_penalty=length_penalty, generator=generator,
-                        src_features=src_features, src_rows=src_rows, tgt_rows=tgt_rows)
+                        src_features=src_features, src_rows=src_rows, tgt_rows=tgt_rows, compile_step=compile_step)

@@ -122,12 +122,37 @@ def test_decoding_with_a_sparse_end_check_gives_the_tokens_of_a_check_every_step
         assert [o.tolist() for o in outs[key]] == [o.tolist() for o in outs[other]], key
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_static_cache_and_compiled_step_decode_the_eager_tokens(shared):
+    """The static cache (fixed buffers at a device-side position) and the step traced as one graph (fullgraph, so a
+    graph break would raise) give the growing cache's tokens: greedy and beam, single-stream and sub-decoder
+    targets; over the steps the step is compiled once."""
+    import torch._dynamo
+
+    model = small_model(shared_across_modalities=shared)
+    src = torch.randint(0, 40, (3, 9, model.vocab.max_codebooks))
+    src[:, :, 1:] = model.vocab["lmx"].pad_id
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    with torch.no_grad():
+        for tgt, kw in (("midi", {"max_len": 30}), ("audio", {"max_len": 6, "min_len": 6}),
+                        ("midi", {"max_len": 10, "strategy": "beam", "beam_size": 2})):
+            eager = model.generate(src, mask, "lmx", tgt, **kw)
+            compiled = model.generate(src, mask, "lmx", tgt, compile_step="eager", **kw)
+            assert [o.tolist() for o in compiled] == [o.tolist() for o in eager], (tgt, kw)
+    assert not torch._dynamo.utils.counters["graph_break"]
+    # one graph per batch size of the decoded rows (3 greedy, 6 beams), never one per step
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 3
+
+
 def test_op_count_figures_meet_the_cpu_budgets(tmp_path):
     """Paper layer structure at small width, bf16 parameters (what DeepSpeed's bf16 mode computes with): the
     training step and cached decoding within the budgets of the speed work."""
     out = tmp_path / "counts.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench" / "op_count.py"), "--cases", "bf16,fp32",
-                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench" / "op_count.py"), "--cases", "bf16",
+                           "--compile", "--steps", "20", "--json", str(out)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(out.read_text())
     for line in proc.stdout.splitlines():  # one `name value` line per figure, equal to the JSON
@@ -137,4 +162,8 @@ def test_op_count_figures_meet_the_cpu_budgets(tmp_path):
         assert figures[f"train_bf16_{kind}_casts"] < 50
         assert figures[f"train_bf16_{kind}_view_backward_copies"] <= 8
         assert figures[f"decode_bf16_{kind}_host_syncs_per_step"] <= 1 / 16
+        assert figures[f"decode_compiled_{kind}_graph_breaks"] == 0
+        for tgt in ("lmx", "audio"):
+            assert figures[f"decode_compiled_{kind}_{tgt}_recompiles"] == 0
+            assert figures[f"decode_compiled_{kind}_{tgt}_same_tokens"] == 1
     assert figures["train_bf16_dense_aten_ops"] < 1500

@@ -192,7 +192,7 @@ def test_shipped_ablations_cover_the_paper():
     arms = {(r.config.model.image_input, tuple(sorted(t for t, w in r.config.data.tasks.items() if w > 0)))
             for r in cpu.runs}
     assert len(cpu.runs) == 12 and len(arms) == 4 and {a[0] for a in arms} == {"codes", "pixels"}
-    assert {len(a[1]) for a in arms} == {1, 7} and {r.config.run.seed for r in cpu.runs} == {0, 1, 2}
+    assert {len(a[1]) for a in arms} == {1, 6} and {r.config.run.seed for r in cpu.runs} == {0, 1, 2}
     [job] = render_jobs(cpu)  # one array of 12 tasks, one core and one thread each
     assert "--cpus-per-task=1" in job.script and "OMP_NUM_THREADS=1" in job.script and "--array=0-11" in job.script
 
