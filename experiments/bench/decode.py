@@ -14,6 +14,10 @@ low share means the step is bound by kernel launches, not by the GPU).
 
     python experiments/bench/decode.py --size small --device cpu [--full-max 1024]
     python experiments/bench/decode.py --size paper --device cuda --json decode.json [--profile decode_profile.txt]
+    python experiments/bench/decode.py --size paper --device cuda --compile-step --fp32   # compiled, same tokens
+
+``--compile-step``: the static-cache decoding step compiled as one graph (CUDA graphs with inductor on a GPU) as a
+third column, with its speed-up over the eager cached step and over full re-decoding.
 """
 
 from __future__ import annotations
@@ -107,6 +111,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="skip full re-decoding above this length (quadratic in the length; default: 256 on CPU, "
                          "no limit on CUDA)")
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
+    ap.add_argument("--compile-step", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                    help="also decode with the static cache and the step compiled as one graph (generate("
+                         "compile_step=BACKEND); inductor = CUDA graphs on a GPU), compiled before timing; its tokens "
+                         "must equal the KV-cache tokens")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 on CPU)")
     ap.add_argument("--json", default=None, help="write the result rows to this JSON file")
     ap.add_argument("--profile", default=None, metavar="FILE", help="profile a short KV-cache decode into FILE")
@@ -157,6 +165,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 row[f"{key}_tokens"] = out
                 print(f"  {src_m}->{tgt} {length}: {'KV cache' if use_cache else 'full re-decoding'} {sec:.2f} s",
                       flush=True)
+            if args.compile_step:
+                kw = dict(max_len=length, min_len=length, compile_step=args.compile_step)
+                with amp():
+                    t0 = time.perf_counter()
+                    timed(lambda: model.generate(src, mask, src_m, tgt, **kw), device)  # compile (and warm up)
+                    row["compile_s"] = time.perf_counter() - t0
+                    out, sec = timed(lambda: model.generate(src, mask, src_m, tgt, **kw), device)
+                row["compiled"] = sec
+                row["compiled_identical"] = all(torch.equal(a, c) for a, c in zip(out, row["cache_tokens"]))
+                print(f"  {src_m}->{tgt} {length}: compiled step {sec:.2f} s (compiling {row['compile_s']:.0f} s), "
+                      f"{'same' if row['compiled_identical'] else 'DIFFERENT'} tokens", flush=True)
             if row.get("full") is not None:
                 row["identical"] = all(torch.equal(a, c) for a, c in zip(row["cache_tokens"], row["full_tokens"]))
             row.pop("cache_tokens", None)
@@ -194,8 +213,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
         with open(args.json + ".tmp", "w") as f:
             json.dump(result, f, indent=1)
         os.replace(args.json + ".tmp", args.json)
+    for r in rows:
+        if r.get("compiled") is not None:
+            print(f"compiled step {r['source']}->{r['target']} {r['length']}: {r['compiled']:.2f} s, "
+                  f"{r['cache'] / r['compiled']:.1f}x the eager KV-cache step"
+                  + (f", {r['full'] / r['compiled']:.1f}x full re-decoding" if r.get("full") else ""))
     if any(r.get("identical") is False for r in rows):
         raise SystemExit("KV-cache decoding differs from full re-decoding")
+    if any(r.get("compiled_identical") is False for r in rows):
+        raise SystemExit("the compiled decoding step differs from the eager KV-cache step")
     return rows
 
 

@@ -65,6 +65,7 @@ else  # CPU dry run: just enough to exercise every code path (compiled: tracing 
   TIMING=(--warmup 1 --steps 1 --rounds 1)
   DECODE=(--lengths 16,32 --full-max 32 --batch 2 --src-len 16)
   COMPILE=(--compile-backend aot_eager)
+  COMPILE_STEP=eager
 fi
 BENCH=(experiments/bench/train_step.py --size "$SIZE" --device "$DEVICE")
 
@@ -75,6 +76,12 @@ step train_eager 210 "$PY" "${BENCH[@]}" "${TIMING[@]}" --json "$OUT/train_eager
 # (e) greedy decoding, KV cache vs full re-decoding, modality-routed MoE model; profile of a short cached decode
 step decode 150 "$PY" experiments/bench/decode.py --size "$SIZE" --device "$DEVICE" --moe "${DECODE[@]}" \
   --json "$OUT/decode.json" --profile "$OUT/decode_profile.txt" --profile-len 64
+
+# (e2) the decoding step compiled as one graph over the static cache (CUDA graphs), fp32 so that its tokens must equal
+# the eager cache's and full re-decoding's; and the CPU operator counts (experiments/bench/op_count.py)
+step decode_compiled 150 "$PY" experiments/bench/decode.py --size "$SIZE" --device "$DEVICE" --moe --fp32 \
+  --targets lmx "${DECODE[@]}" --compile-step "${COMPILE_STEP:-inductor}" --json "$OUT/decode_compiled.json"
+step op_count 60 "$PY" experiments/bench/op_count.py --compile --json "$OUT/op_count.json"
 
 # (f) tiny end-to-end training through the real CLI: DeepSpeed ZeRO-2, bf16 on the GPU, 2 loader workers with
 # pinned memory; 6 steps (checkpoint at 3 and 6), then the same run resumed to 8 steps
