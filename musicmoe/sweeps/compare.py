@@ -288,7 +288,7 @@ def aggregate_seeds(runs: Sequence[RunData], metrics: Sequence[str]) -> list[Arm
         for tag in metrics:
             values, shuffled = [], []
             for run in members:
-                pts = run.curves.get(tag)
+                pts = [p for p in run.curves.get(tag, []) if p.value == p.value]  # NaN placeholders are no result
                 if not pts:
                     continue
                 values.append(pts[-1].value)

@@ -157,7 +157,10 @@ def test_compare_aggregates_seeds_per_arm(tmp_path, capsys):
     ser = {("1e-3", 0): 20.0, ("1e-3", 1): 30.0, ("1e-3", 2): 40.0, ("3e-4", 0): 50.0, ("3e-4", 1): 56.0}
     for (lr, seed), value in ser.items():
         make_run(root, f"lr{lr}-s{seed}", [f"optim.lr={lr}", f"run.seed={seed}"],
-                 {"eval/omr/ser": [(10, 99.0), (20, value)], "eval/omr/ser_shuffled": [(20, 90.0 + seed)]})
+                 {"eval/omr/ser": [(0, math.nan), (10, 99.0), (20, value)],
+                  "eval/omr/ser_shuffled": [(20, 90.0 + seed)]})
+    # a run that died before its first evaluation holds only the step-0 placeholder: no value for its arm
+    make_run(root, "lr1e-3-s3", ["optim.lr=1e-3", "run.seed=3"], {"eval/omr/ser": [(0, math.nan)]})
     bars, table_csv = tmp_path / "bars.png", tmp_path / "arms.csv"
     assert main(["compare", str(root), "--metrics", "omr/ser", "--csv", str(table_csv), "--bars", str(bars)]) == 0
     out = capsys.readouterr().out
