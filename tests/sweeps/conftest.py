@@ -24,7 +24,8 @@ def slurm_cluster() -> dict[str, str]:
     """Start slurm/local_cluster.sh for the session (installing SLURM if root can); stop it afterwards.
 
     Skips only when SLURM is neither installed nor installable (not root, or no apt-get); a cluster that is
-    installed but fails to start fails the test. A cluster that was already running is left running.
+    installed but fails to start fails the test. A cluster that was already running is left running, and so is one
+    that still holds jobs at the end (a sweep submitted to it while the tests ran).
     """
     installed = all(shutil.which(t) for t in SLURM_TOOLS)
     if not installed and (os.geteuid() != 0 or not shutil.which("apt-get")):
@@ -40,8 +41,15 @@ def slurm_cluster() -> dict[str, str]:
         for key, value in env.items():
             mp.setenv(key, value)
         yield env
-    if not was_running:
-        _cluster("stop", 120)
+    if not was_running and not _queued_jobs(env):
+        _cluster("stop", 120)  # (jobs submitted meanwhile by someone else keep the cluster running)
+
+
+def _queued_jobs(env: dict[str, str]) -> list[str]:
+    """Jobs still known to the controller (pending, running or completing)."""
+    proc = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **env})
+    return [line for line in proc.stdout.splitlines() if line.strip()] if proc.returncode == 0 else []
 
 
 @pytest.fixture(autouse=True)
