@@ -207,9 +207,11 @@ class GroupedMoE(nn.Module):
         if x.ndim != 3 or sum(plan.sizes) != x.shape[0]:
             raise ValueError(f"GroupedMoE: contiguous plan covers {sum(plan.sizes)} rows, got {tuple(x.shape)}")
         weights = self._weights()
-        # split, not sliced per group: the gradient is one concatenation, not a zero-filled copy per group
-        outs = [self._expert(weights[g], part).to(x.dtype)
-                for g, part in enumerate(x.split(plan.sizes)) if plan.sizes[g]]
+        # split, not sliced per group: the gradient is one concatenation, not a zero-filled copy per group (and
+        # groups without rows are left out of the split, so it fills no empty gradients either)
+        groups = [g for g, rows in enumerate(plan.sizes) if rows]
+        parts = x.split([plan.sizes[g] for g in groups])
+        outs = [self._expert(weights[g], part).to(x.dtype) for g, part in zip(groups, parts)]
         y = outs[0] if len(outs) == 1 else (torch.cat(outs) if outs else x)
         if plan.mask is not None:
             y = y * plan.mask[..., None].to(y.dtype)
@@ -248,6 +250,9 @@ class GroupedMoE(nn.Module):
         xf = x.reshape(-1, self.d_model)
         if self.n_experts == 1 and plan is not None and len(plan.sizes) == 1:  # dense, statistics of the plan
             return self._expert(self._weights()[0], xf).to(x.dtype).view(shape), plan.stats()
+        if self.top_k == 0 and plan is not None and plan.tokens is None:  # row slices of a host-known plan
+            y, stats = self._forward_contiguous(x.reshape(shape[0], -1, self.d_model), plan)
+            return y.view(shape), stats
         gf, mf = group.reshape(-1), modality.reshape(-1)
         zero = xf.new_zeros((), dtype=torch.float32)
 
@@ -259,9 +264,6 @@ class GroupedMoE(nn.Module):
             return y.view(shape), MoEStats(counts, n * 0, n, zero, zero, 1, 1)
 
         if self.top_k == 0:
-            if plan is not None and plan.tokens is None:
-                y, stats = self._forward_contiguous(x.reshape(shape[0], -1, self.d_model), plan)
-                return y.view(shape), stats
             plan = plan if plan is not None else HardRoutingPlan.build(group, modality, token_mask, self.n_groups)
             y, stats = self._forward_hard(xf, plan)
             return y.view(shape), stats
