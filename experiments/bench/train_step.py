@@ -160,6 +160,37 @@ def bart_baseline(cfg: ModelConfig, max_len: int):
     return model, ""
 
 
+class Bf16MasterAdamW:
+    """What DeepSpeed's bf16 mode runs: bfloat16 parameters and gradients, each in one flat buffer (the parameters
+    and their ``.grad`` are views into it), and AdamW on an fp32 master copy of the flat parameters: per step one
+    cast of the gradients up, the update, one cast of the weights down (all decayed alike: a benchmark)."""
+
+    def __init__(self, model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> None:
+        params = [p for p in model.parameters() if p.requires_grad]
+        n = sum(p.numel() for p in params)
+        self.flat = torch.empty(n, dtype=torch.bfloat16, device=device)
+        self.grad = torch.zeros(n, dtype=torch.bfloat16, device=device)
+        o = 0
+        for p in params:
+            k = p.numel()
+            self.flat[o: o + k].copy_(p.detach().reshape(-1))
+            p.data = self.flat[o: o + k].view_as(p)
+            p.grad = self.grad[o: o + k].view_as(p)  # backward accumulates into the flat buffer
+            o += k
+        self.master = self.flat.float().requires_grad_(True)
+        kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
+        self.opt = torch.optim.AdamW([self.master], lr=lr, weight_decay=weight_decay, **kw)
+        self.state = self.opt.state
+
+    def step(self) -> None:
+        self.master.grad = self.grad.float()
+        self.opt.step()
+        self.flat.copy_(self.master.detach())
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.grad.zero_()  # the gradients stay views into the flat buffer
+
+
 class Case:
     """One model with its optimizer and training step, timed in rounds interleaved with the other cases."""
 
@@ -169,8 +200,12 @@ class Case:
         self.ours = key in ("dense", "moe", "topk")
         self.active = active or count_params(model)
         opt_kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
-        self.opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, **opt_kw)
-        self.amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and not args.fp32 \
+        self.precision = args.precision
+        if self.precision == "bf16":
+            self.opt = Bf16MasterAdamW(self.model, 1e-4, 0.01, device)
+        else:
+            self.opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, **opt_kw)
+        self.amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if self.precision == "autocast" \
             else contextlib.nullcontext
         self.loss_fn = loss_fn
         self.compiled = args.compile is not None and (args.compile == "all" or key in args.compile.split(","))
@@ -206,6 +241,8 @@ class Case:
         state = sum(p.numel() * p.element_size() for p in self.model.parameters())
         state += sum(t.numel() * t.element_size() for st in self.opt.state.values() for t in st.values()
                      if isinstance(t, torch.Tensor))
+        if isinstance(self.opt, Bf16MasterAdamW):  # the fp32 master weights and the flat bf16 gradients
+            state += self.opt.master.numel() * 4 + self.opt.grad.numel() * 2
         return (state + extra) / 2 ** 20
 
 
@@ -310,7 +347,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="torch.compile the loss computation of every model, or of the named ones (e.g. dense,moe)")
     ap.add_argument("--compile-backend", default="inductor",
                     help="torch.compile backend (aot_eager: a quick CPU check of the compiled path without codegen)")
-    ap.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA")
+    ap.add_argument("--fp32", action="store_true", help="no bf16 autocast on CUDA (= --precision fp32)")
+    ap.add_argument("--precision", choices=["autocast", "bf16", "fp32"], default=None,
+                    help="autocast: fp32 parameters under bf16 autocast (CUDA default); bf16: bfloat16 parameters and "
+                         "gradients with fp32 master weights in flat buffers, as DeepSpeed's bf16 mode trains; fp32 "
+                         "(CPU default)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default 1 on CPU: stable timings on a "
                     "shared machine)")
     ap.add_argument("--sync-check", type=int, nargs="?", const=3, default=0, metavar="STEPS",
@@ -328,6 +369,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.compile not in (None, "all") and set(args.compile.split(",")) - set(CASE_KEYS):
         ap.error(f"--compile: unknown names in {args.compile!r}; choose from {', '.join(CASE_KEYS)}")
     cpu = device.type == "cpu"
+    if args.precision is None:
+        args.precision = "fp32" if cpu or args.fp32 else "autocast"
     if cpu:
         torch.set_num_threads(args.threads or 1)
     args.steps = args.steps or (3 if cpu else 10)
@@ -346,8 +389,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     threads = f" ({torch.get_num_threads()} thread(s))" if cpu else ""
     print(f"device {dev_name}{threads}, torch {torch.__version__}, ceiling {ceiling / 1e12:.3f} TFLOP/s "
           f"({ceiling_what})")
+    precision = {"fp32": "fp32", "autocast": "bf16 autocast", "bf16": "bf16 parameters, fp32 master weights"}
     print(f"size {args.size}: batch {b}, src {s_len}, tgt {t_len} tokens/frames per row; tasks "
-          f"{', '.join(f'{a}->{c}' for a, c in TASKS)}; {'fp32' if cpu or args.fp32 else 'bf16 autocast'}"
+          f"{', '.join(f'{a}->{c}' for a, c in TASKS)}; {precision[args.precision]}"
           f"{f', compiled: {args.compile}' if args.compile else ''}", flush=True)
 
     batch = mixed_batch(b, s_len, t_len).to(device)

@@ -73,3 +73,15 @@ def test_train_step_benchmark_options_and_gpu_summary(tmp_path):
     assert "GPU CHECK SUMMARY" in text and "TIMEOUT" in text and "Killed by timeout" in text
     assert "image->lmx 1024 25.0x -> MET" in text and "MoE / dense tokens/s" in text
     assert "host syncs, moe, 1 steps" in text
+
+
+def test_train_step_benchmark_with_bf16_parameters_and_fp32_master_weights(tmp_path):
+    """``--precision bf16``: the DeepSpeed-like path (bfloat16 parameters and gradients in flat buffers, AdamW on
+    fp32 master weights) trains: every timed step runs and the table reports it."""
+    out = run("train_step.py", "--size", "small", "--device", "cpu", "--steps", "1", "--rounds", "1", "--warmup", "1",
+              "--batch", "3", "--src-len", "12", "--tgt-len", "10", "--precision", "bf16", "--only", "dense,moe",
+              "--json", str(tmp_path / "r.json"))
+    assert "bf16 parameters, fp32 master weights" in out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["args"]["precision"] == "bf16" and {r["key"] for r in result["rows"]} == {"dense", "moe"}
+    assert all(0 < r["sec"] < 60 for r in result["rows"])
