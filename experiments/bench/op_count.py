@@ -42,15 +42,26 @@ import json
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from musicmoe.models import ModelConfig, Translator, VocabSpec, collate
+from musicmoe.models import ModelConfig, Translator
 from musicmoe.models.hostsync import HostSyncCounter
 
+
+def _sibling(name: str):
+    """A script of this folder as a module (this folder is taken off sys.path above)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"musicmoe_bench_{name}", Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# the training benchmark's vocabulary and mixed-task batch (OMR, AMT and image->audio rows, full length)
+_train_step = _sibling("train_step")
+VOCAB, mixed_batch = _train_step.VOCAB, _train_step.mixed_batch
 # the paper's layer structure (configs/model/paper.yaml) at a width that runs in seconds on one core
 STRUCTURE = dict(d_model=64, n_heads=16, enc_layers=12, dec_layers=12, d_ff=128, subdecoder_layers=2,
                  subdecoder_dim=32, subdecoder_heads=8)
-VOCAB = VocabSpec.build(lmx_vocab_size=4092, midi_vocab_size=4092)
-TASKS = [("image", "lmx"), ("audio", "midi"), ("image", "audio")]
-CAST_OPS = {"_to_copy", "to", "_to_copy.default"}
 VIEW_BACKWARD_OPS = {"slice_backward", "select_backward", "as_strided_backward", "narrow_backward",
                      "index_select_backward", "unbind_backward"}
 
@@ -91,21 +102,6 @@ def _is_view(func) -> bool:
     """The operator returns an alias of an input that it does not write (a view: no kernel runs)."""
     returns = func._schema.returns
     return bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
-
-
-def mixed_batch(batch: int, src_len: int, tgt_len: int, seed: int = 0):
-    """Full-length rows, tasks in turn (as experiments/bench/train_step.py)."""
-    gen = torch.Generator().manual_seed(seed)
-    examples = []
-    for i in range(batch):
-        src_m, tgt_m = TASKS[i % len(TASKS)]
-        s, t = VOCAB[src_m], VOCAB[tgt_m]
-        src = torch.randint(0, s.vocab_size, (s.codebooks, src_len - 1) if s.multi_codebook else (src_len - 1,),
-                            generator=gen)
-        tgt = torch.randint(0, t.vocab_size, (t.codebooks, tgt_len - 2) if t.multi_codebook else (tgt_len - 2,),
-                            generator=gen)
-        examples.append({"src": src, "src_modality": src_m, "tgt": tgt, "tgt_modality": tgt_m, "task": i % 3})
-    return collate(examples, VOCAB)
 
 
 def build(moe: bool, dtype: torch.dtype, max_len: int) -> Translator:

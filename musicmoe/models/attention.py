@@ -73,6 +73,13 @@ class _Rotate(torch.autograd.Function):
         return torch.addcmul(_swap_halves(g * sin), g, cos), None, None
 
 
+def _rotate_qk_(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, length: int, heads: int) -> None:
+    """Rotate, in place, the query and key thirds of a fused projection (B * L or B, L, 3 * H * D)."""
+    qk = qkv.view(-1, length, 3, heads, qkv.shape[-1] // (3 * heads))[:, :, :2]
+    swapped = _swap_halves(qk)
+    qk.mul_(cos).addcmul_(swapped, sin)
+
+
 class _RotateQK(torch.autograd.Function):
     """Rotates the query and key thirds of a fused self-attention projection (B * L, 3 * H * D) in place (values
     untouched): no slice of the projection, so no zero-filled gradient copies; backward writes the three gradient
@@ -81,9 +88,7 @@ class _RotateQK(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, length: int, heads: int) -> torch.Tensor:
-        qk = qkv.view(-1, length, 3, heads, qkv.shape[-1] // (3 * heads))[:, :, :2]
-        swapped = _swap_halves(qk)
-        qk.mul_(cos).addcmul_(swapped, sin)
+        _rotate_qk_(qkv, cos, sin, length, heads)
         ctx.mark_dirty(qkv)
         ctx.save_for_backward(cos, sin)
         ctx.shape = (length, heads)
@@ -119,9 +124,7 @@ def rotary_qkv(proj: nn.Linear, x: torch.Tensor, rope: Rope, heads: int) -> torc
     cos, sin = cos[:, None, None, :], sin[:, None, None, :]
     if torch.compiler.is_compiling() or not (torch.is_grad_enabled() and qkv.requires_grad):
         # no autograd record needed (inference), or traced (the compiler functionalizes the in-place update)
-        qk = qkv.view(b, length, 3, heads, -1)[:, :, :2]
-        swapped = _swap_halves(qk)
-        qk.mul_(cos).addcmul_(swapped, sin)
+        _rotate_qk_(qkv, cos, sin, length, heads)
         return qkv.view(b, length, -1)
     return _RotateQK.apply(qkv, cos, sin, length, heads).view(b, length, -1)
 

@@ -66,9 +66,9 @@ def _blocking_bias(size: int, ids: Sequence[int], device) -> torch.Tensor:
     return bias
 
 
-def _force(logits: torch.Tensor, rows: torch.Tensor, token: int) -> torch.Tensor:
-    """Rows in ``rows`` (bool) may only produce ``token`` (log-prob 0)."""
-    return torch.where(rows[:, None], _only(logits.shape[-1], token, logits.device), logits)
+def _force(logits: torch.Tensor, rows: torch.Tensor, only: torch.Tensor) -> torch.Tensor:
+    """Rows in ``rows`` (bool) get the logits ``only`` (:func:`_only`: one allowed token), on the device."""
+    return torch.where(rows[:, None], only, logits)
 
 
 def _only(size: int, token: int, device) -> torch.Tensor:
@@ -93,7 +93,8 @@ class _Stepper(ABC):
         self._bias_first = _blocking_bias(v, [sp.pad_id, sp.bos_id], device)  # PAD/BOS never generated
         self._bias_first_no_eos = _blocking_bias(v, [sp.pad_id, sp.bos_id, sp.eos_id], device)  # before min_len
         self._bias_content = _blocking_bias(v, [sp.pad_id, sp.bos_id, sp.eos_id, sp.sep_id], device)
-        self._pad_only = _only(v, sp.pad_id, device)
+        self._pad_only = _only(v, sp.pad_id, device)  # finished rows may only pad
+        self._eos_only = _only(v, sp.eos_id, device)
 
     def bos_frame(self) -> torch.Tensor:
         frame = torch.full((self.n, self.q_max), self.spec.pad_id, dtype=torch.long, device=self.finished.device)
@@ -109,7 +110,7 @@ class _Stepper(ABC):
         """Codebook-0 / single-stream rule after ``produced`` tokens (frames): no PAD/BOS, no EOS before
         ``min_len``; finished rows may only pad."""
         logits = logits + (self._bias_first_no_eos if produced < self.min_len else self._bias_first)
-        return torch.where(self.finished[:, None], self._pad_only, logits)  # on the device: no read-back
+        return _force(logits, self.finished, self._pad_only)  # on the device: no read-back
 
     def _content_only(self, logits: torch.Tensor) -> torch.Tensor:
         return logits + self._bias_content
@@ -185,13 +186,13 @@ class _DelayStepper(_Stepper):
         self._logits: torch.Tensor | None = None
 
     def first_logits(self, h: torch.Tensor, step: int) -> torch.Tensor:
-        s, p = self.spec, step + 1
+        p = step + 1
         self._logits = self.model.head_logits(self.m, h).float()  # (n, Q, V)
         logits = self._logits[:, 0] + (self._bias_first_no_eos if p - 1 < self.min_len else self._bias_first)
         ended = self.end < p
         if p == self.max_len + 1:
-            logits = _force(logits, ~ended, s.eos_id)
-        return _force(logits, ended, s.pad_id)
+            logits = _force(logits, ~ended, self._eos_only)
+        return _force(logits, ended, self._pad_only)
 
     def reorder(self, index: torch.Tensor) -> None:
         super().reorder(index)

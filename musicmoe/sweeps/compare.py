@@ -288,11 +288,11 @@ def aggregate_seeds(runs: Sequence[RunData], metrics: Sequence[str]) -> list[Arm
         for tag in metrics:
             values, shuffled = [], []
             for run in members:
-                pts = [p for p in run.curves.get(tag, []) if p.value == p.value]  # NaN placeholders are no result
-                if not pts:
+                last = events.last_finite(run.curves.get(tag, []))
+                if last is None:
                     continue
-                values.append(pts[-1].value)
-                base = _at(run, shuffled_tag(tag), pts[-1].step)
+                values.append(last.value)
+                base = _at(run, shuffled_tag(tag), last.step)
                 if base is not None:
                     shuffled.append(base)
             out.append(ArmStats(label, tag, values, shuffled))

@@ -90,6 +90,12 @@ def read_curves(run_dir: Path) -> Curves:
     return curves
 
 
+def last_finite(points: list[Point]) -> Point | None:
+    """The last point with a number: runs log NaN placeholders at step 0 so that TensorBoard's HParams view lists
+    their metrics before the first evaluation, and those are no result."""
+    return next((p for p in reversed(points) if not math.isnan(p.value)), None)
+
+
 def last_step(curves: Curves) -> int | None:
     steps = [points[-1].step for points in curves.values() if points]
     return max(steps) if steps else None

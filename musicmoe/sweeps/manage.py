@@ -56,10 +56,8 @@ def run_status(run: Run, jobs: dict[str, slurm.JobInfo] | None, metric: str = ""
     curves = events.read_curves(run.run_dir) if run.run_dir.is_dir() else {}
     step = events.last_step(curves)
     tag = events.pick_metric(curves, metric)
-    # the last finite value (runs log NaN placeholders at step 0 so that TensorBoard's HParams view lists the metric)
-    finite = [p.value for p in curves.get(tag, [])] if tag else []
-    finite = [v for v in finite if v == v]
-    value = finite[-1] if finite else None
+    last = events.last_finite(curves.get(tag, [])) if tag else None
+    value = last.value if last is not None else None
     max_steps = run.config.trainer.max_steps
     reached = step is not None and max_steps > 0 and step + 1 >= max_steps
     job_id = rundir.last_job_id(run.run_dir) if run.run_dir.is_dir() else None

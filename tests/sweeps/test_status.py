@@ -28,14 +28,18 @@ def log_scalars(run_dir: Path, tag: str, steps: range) -> None:
     writer.close()
 
 
+def submitted(sweep, tmp_path: Path, runs: list) -> None:
+    """For each (run, job id, steps): record the run's submission as that job and log that many steps of val/ser."""
+    for run, job, steps in runs:
+        rundir.prepare_run_dir(run, sweep.name)
+        rundir.record_submission(run, job, tmp_path / "x.sbatch", "local")
+        log_scalars(run.run_dir, "val/ser", range(0, steps))
+
+
 def test_status_of_new_running_requeued_and_finished_runs(tmp_path):
     sweep = make_sweep(tmp_path)
     new, running, finished = sweep.runs
-    for run, job in ((running, "7_1"), (finished, "7_2")):
-        rundir.prepare_run_dir(run, sweep.name)
-        rundir.record_submission(run, job, tmp_path / "x.sbatch", "local")
-    log_scalars(running.run_dir, "val/ser", range(0, 8))
-    log_scalars(finished.run_dir, "val/ser", range(0, 20))
+    submitted(sweep, tmp_path, [(running, "7_1", 8), (finished, "7_2", 20)])
     (running.run_dir / "slurm-7_1.out").write_text(
         "musicmoe: 2026-01-01T00:00:00 job 7_1 restart 0 on vm: run x\n"
         "musicmoe: 2026-01-01T00:10:00 job 7_1 restart 1 on vm: run x\n")
@@ -62,11 +66,7 @@ def test_failed_run_is_flagged_with_the_tail_of_its_job_log(tmp_path, capsys):
 
     sweep = make_sweep(tmp_path)
     new, failed, finished = sweep.runs
-    for run, job in ((failed, "8_1"), (finished, "8_2")):
-        rundir.prepare_run_dir(run, sweep.name)
-        rundir.record_submission(run, job, tmp_path / "x.sbatch", "local")
-    log_scalars(failed.run_dir, "val/ser", range(0, 5))
-    log_scalars(finished.run_dir, "val/ser", range(0, 20))
+    submitted(sweep, tmp_path, [(failed, "8_1", 5), (finished, "8_2", 20)])
     lines = [f"epoch 0: step {i}/20\r" for i in range(5)] + ["Traceback (most recent call last):",
                                                               "RuntimeError: out of memory"]
     (failed.run_dir / "slurm-8_1.out").write_text("\n".join(lines) + "\n")
