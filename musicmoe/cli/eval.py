@@ -47,6 +47,8 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", tasks: str | None
     base = {k: v for k, v in (hp["config"].get("eval") or {}).items()}
     base.update({"max_examples": len(dataset), "loss_examples": len(dataset)})
     base.update({k: v for k, v in overrides.items() if v is not None})
+    if overrides.get("decoding") is not None:  # an explicit --decoding applies to every task
+        base["task_decoding"] = {}
     fields = {f.name for f in dataclasses.fields(EvalConfig)}
     cfg = EvalConfig(**{k: v for k, v in base.items() if k in fields})
     trained = list(hp.get("tasks") or [])
@@ -58,7 +60,7 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", tasks: str | None
     out_dir = Path(out) if out else default_out(Path(ckpt), split)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"checkpoint": str(ckpt), "tokens": str(tokdir), "split": split, "examples": len(dataset),
-              "tasks": [t.name for t in chosen], "decoding": cfg.decoding,
+              "tasks": [t.name for t in chosen], "decoding": describe_decoding(cfg, chosen),
               "decode_budget": {m: evaluator.budget(m) for m in dict.fromkeys(t.target for t in chosen)},
               "shuffled_baseline": cfg.shuffled_baseline, "seconds": round(seconds, 2),
               "metrics": {k: (None if v != v else v) for k, v in metrics.items()}}
@@ -70,6 +72,12 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", tasks: str | None
     record["out"] = str(out_dir)
     record["table"] = format_table(metrics)
     return record
+
+
+def describe_decoding(cfg, tasks) -> str:
+    """``greedy``, or ``greedy (omr: rescore)`` when some evaluated task decodes otherwise."""
+    other = {t.name: cfg.decoding_of(t.name) for t in tasks if cfg.decoding_of(t.name) != cfg.decoding}
+    return cfg.decoding + (f" ({', '.join(f'{k}: {v}' for k, v in other.items())})" if other else "")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,7 +111,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", help="token folder (default: the one the model was trained on)")
     p.add_argument("--out", type=Path, help="output folder")
     p.add_argument("--max-examples", type=int, default=0, help="examples generated per task (default: all)")
-    p.add_argument("--decoding", choices=("greedy", "beam", "top_p"))
+    p.add_argument("--decoding", choices=("greedy", "beam", "top_p", "ctc", "rescore"),
+                   help="for every task (default: the checkpoint's eval.decoding and eval.task_decoding); ctc and "
+                        "rescore need a model trained with an auxiliary CTC loss")
     p.add_argument("--beam-size", type=int)
     p.add_argument("--top-p", type=float)
     p.add_argument("--batch-size", type=int)

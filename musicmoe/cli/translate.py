@@ -133,7 +133,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="e.g. omr (image -> MusicXML), amt (audio -> MIDI), image2audio, midi2audio, ...")
     p.add_argument("inputs", nargs="+", type=Path, help="input file(s) or folder(s)")
     p.add_argument("-o", "--output", required=True, type=Path, help="output file (one input) or folder (batch)")
-    p.add_argument("--decoding", default="greedy", choices=("greedy", "beam", "top_p"))
+    p.add_argument("--decoding", default="greedy", choices=("greedy", "beam", "top_p", "ctc", "rescore"),
+                   help="ctc and rescore: LMX/MIDI targets of a model trained with an auxiliary CTC loss")
     p.add_argument("--beam-size", type=int, default=4)
     p.add_argument("--top-p", type=float, default=0.9)
     p.add_argument("--temperature", type=float, default=1.0)

@@ -24,10 +24,11 @@ class DataConfig:
     Examples longer than the model's ``max_src_len``/``max_tgt_len`` are skipped and counted.
 
     ``image_source`` decides where image *sources* come from (targets always come from the token shards):
-    "tokens" reads the pre-tokenized codes (degraded copies, if any, were made by ``musicmoe data tokenize``);
-    "online" reads the clean crop from ``corpus`` (default: the corpus the tokens were made from), applies a
-    random degradation (``degrade``, see musicmoe/data/degrade.py) and encodes it with the image codec in the
-    loader workers, so every draw sees a fresh degradation at the cost of codec time.
+    "tokens" reads the pre-tokenized codes (degraded copies, if any, were made by ``musicmoe data tokenize``), or
+    the clean crops for a model that reads pixels; "online" reads the clean crop from ``corpus`` (default: the
+    corpus the tokens were made from), applies a random degradation (``degrade``, see musicmoe/data/degrade.py)
+    and encodes it with the image codec (or, with ``model.image_input: pixels``, cuts it into patches on the clean
+    crop's grid) in the loader workers, so every draw sees a fresh degradation (augmentation).
     """
 
     tokens: str = "runs/tokens"

@@ -15,10 +15,12 @@ global batch: no example is seen twice in one global batch (repeats of a small s
 batches).  Resuming at batch ``b`` continues exactly where the interrupted run stopped, whatever the loader had
 prefetched: no batch is repeated or skipped.
 
-Image sources (``data.image_source``): degradations act on pixels while training reads codes.  "tokens" uses the
-codes in the token shards (clean, or the degraded copies ``musicmoe data tokenize`` made); "online" reads the
-clean crop from the corpus, degrades it (``data.degrade``) with a generator seeded by (seed, batch, position)
-and encodes it with the image codec inside the loader (worker) process.  Targets always come from the shards.
+Image sources (``data.image_source``): "tokens" uses the codes in the token shards (clean, or the degraded copies
+``musicmoe data tokenize`` made) or, for a model that reads pixels, the clean crops; "online" reads the clean crop
+from the corpus, degrades it (``data.degrade``) with a generator seeded by (seed, batch, position) and, inside the
+loader (worker) process, encodes it with the image codec or (``model.image_input: pixels``) cuts it into pixel
+patches on the clean crop's grid: every draw of an example is a new augmentation.  Targets always come from the
+shards; evaluation always reads clean sources.
 """
 
 from __future__ import annotations
@@ -188,38 +190,67 @@ def task_items(lengths: Sequence[Mapping[str, int]], tasks: Sequence[Task], max_
 
 
 class OnlineImageSource:
-    """Clean corpus crop -> random degradation -> image codec codes, in the process that loads the data."""
+    """Clean corpus crop -> random degradation -> image codec codes or pixel patches, in the process that loads
+    the data (``codec_path`` empty: pixels only)."""
 
-    def __init__(self, corpus_dir: str, codec_path: str, degrade_cfg: Any) -> None:
-        self.corpus_dir, self.codec_path, self.degrade_cfg = corpus_dir, codec_path, degrade_cfg
+    def __init__(self, corpus_dir: str, codec_path: str, degrade_cfg: Any, patch: int = 16) -> None:
+        self.corpus_dir, self.codec_path, self.degrade_cfg, self.patch = corpus_dir, codec_path, degrade_cfg, patch
         self._corpus = None
         self._codec = None
         self._index: dict[str, int] = {}
 
     def _open(self) -> None:
         if self._corpus is None:
-            from musicmoe.codecs.image import ImageCodec
             from musicmoe.data.shards import Corpus
 
             self._corpus = Corpus(self.corpus_dir, modalities=("image",))
             self._index = {r["key"]: i for i, r in enumerate(self._corpus.records)}
-            self._codec = ImageCodec.load(self.codec_path)
+            if self.codec_path:
+                from musicmoe.codecs.image import ImageCodec
+
+                self._codec = ImageCodec.load(self.codec_path)
 
     def __getstate__(self) -> dict[str, Any]:  # workers reopen the corpus and codec
         return {**self.__dict__, "_corpus": None, "_codec": None, "_index": {}}
 
-    def codes(self, key: str, seed: int) -> np.ndarray:
-        from musicmoe.codecs.image import flatten_codes
-        from musicmoe.data.degrade import Degrader
-
+    def _clean(self, key: str) -> np.ndarray:
         self._open()
         if key not in self._index:
             raise KeyError(f"example {key!r} of the token shards is not in the corpus {self.corpus_dir}")
         image = self._corpus[self._index[key]].image  # type: ignore[index]
         if image is None:
             raise ValueError(f"example {key!r} has no image in the corpus {self.corpus_dir}")
-        image = Degrader(self.degrade_cfg)(image, np.random.default_rng(seed))
+        return image
+
+    def codes(self, key: str, seed: int) -> np.ndarray:
+        """Flattened codec codes of a degraded copy of ``key``'s crop."""
+        from musicmoe.codecs.image import flatten_codes
+        from musicmoe.data.degrade import Degrader
+
+        if not self.codec_path:
+            raise ValueError("OnlineImageSource.codes needs an image codec (codec_path)")
+        image = Degrader(self.degrade_cfg)(self._clean(key), np.random.default_rng(seed))
+        self._open()
         return flatten_codes(self._codec.encode(image))  # type: ignore[union-attr]
+
+    def pixels(self, key: str, seed: int) -> tuple[np.ndarray, int]:
+        """``(patches, grid rows)`` of a degraded copy of ``key``'s crop on the clean crop's patch grid (a copy that
+        grew is scaled back to fit, one that shrank is padded with white), so its length is the clean length."""
+        from musicmoe.data.degrade import Degrader, resize
+        from musicmoe.data.features import image_patches
+
+        clean = self._clean(key)
+        image = Degrader(self.degrade_cfg)(clean, np.random.default_rng(seed))
+        p = self.patch
+        rows, cols = -(-clean.shape[0] // p), -(-clean.shape[1] // p)
+        fit = min(rows * p / image.shape[0], cols * p / image.shape[1])
+        if fit < 1.0:
+            image = resize(image, fit)
+        canvas = np.full((rows * p, cols * p), 255, dtype=np.uint8)
+        h, w = min(image.shape[0], rows * p), min(image.shape[1], cols * p)
+        canvas[:h, :w] = image[:h, :w]
+        patches, got = image_patches(canvas, p)
+        return patches, got
 
 
 class TranslationDataset(Dataset):
@@ -251,8 +282,11 @@ class TranslationDataset(Dataset):
         out = {**view.source(rec, task.source, task.target), "src_modality": task.source, "tgt": rec[task.target],
                "tgt_modality": task.target, "task": task.id, "key": rec.get("key")}
         image_source = self.image_sources[corpus]
-        if task.source == "image" and image_source is not None and "src" in out:
-            out["src"] = image_source.codes(rec["key"], draw)
+        if task.source == "image" and image_source is not None:
+            if "src_features" in out:
+                out["src_features"], out["src_rows"] = image_source.pixels(rec["key"], draw)
+            else:
+                out["src"] = image_source.codes(rec["key"], draw)
         out["corpus"] = self.names[corpus]
         return out
 
@@ -365,18 +399,21 @@ class TranslationDataModule(pl.LightningDataModule):
     def _image_sources(self) -> list[OnlineImageSource | None]:
         if self.data.image_source != "online" or not any(t.source == "image" for t in self.tasks):
             return [None] * len(self.sources)
+        from musicmoe.data.features import FeatureSpec
+
+        pixels = FeatureSpec.from_model(self.cfg.model).image
         codecs = self._info["codecs"] if self._info else {}
-        codec = str((codecs.get("image") or {}).get("path", ""))
+        codec = "" if pixels else str((codecs.get("image") or {}).get("path", ""))
         out: list[OnlineImageSource | None] = []
         for src, tok in zip(self.sources, self._tokens):
             if "image" not in tok.modalities:
                 out.append(None)
                 continue
             corpus = (self.data.corpus if not self.data.sources else "") or str(tok.meta.get("corpus", ""))
-            if not corpus or not codec:
+            if not corpus or not (codec or pixels):
                 raise ValueError(f"data.image_source=online needs the corpus of {src.path} (data.corpus, default: "
                                  f"the one the tokens were made from) and the image codec (image_codec.checkpoint)")
-            out.append(OnlineImageSource(corpus, codec, self.data.degrade))
+            out.append(OnlineImageSource(corpus, codec, self.data.degrade, self.cfg.model.patch))
         return out
 
     def weights(self, step: int) -> dict[int, float]:

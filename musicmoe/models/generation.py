@@ -1,4 +1,4 @@
-"""Autoregressive decoding for ``Translator.generate``: greedy, nucleus (top-p) sampling and beam search.
+"""Decoding for ``Translator.generate``: greedy, nucleus (top-p) sampling and beam search; CTC and CTC rescoring.
 
 The batch is split by target modality; each part is decoded with a *stepper* that knows its output layout:
 
@@ -13,6 +13,12 @@ content ids only. Beam search scores codebook 0 by beam and completes the other 
 (scores add their log-probabilities); hypotheses are ranked by ``score / (length + 1) ** length_penalty``.
 ``use_cache=False`` re-runs the whole decoder over the prefix every step (same tokens, slower): the reference
 for the KV-cache test and the decoding benchmark.
+
+For single-stream targets with an auxiliary CTC head (``model.ctc_weight > 0``): ``ctc`` is the head's best path
+(argmax at every upsampled source position, repeats merged, blanks dropped: no decoder, it cannot loop); ``rescore``
+decodes greedily with the attention decoder too and keeps, per row, the one of the two hypotheses with the higher
+``(1 - ctc_weight) * attention log-prob + ctc_weight * CTC log-likelihood`` (attention rescoring of the hybrid
+CTC/attention recipe, with the two best paths as the candidates).
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from musicmoe.models.vocab import MODALITIES, ModalitySpec, modality_index
 if TYPE_CHECKING:
     from musicmoe.models.translator import CrossTimes, Translator
 
-STRATEGIES = ("greedy", "beam", "top_p")
+STRATEGIES = ("greedy", "beam", "top_p", "ctc", "rescore")
+CTC_STRATEGIES = ("ctc", "rescore")
 NEG_INF = float("-inf")
 Picker = Callable[..., tuple[torch.Tensor, "torch.Tensor | None"]]
 
@@ -338,6 +345,93 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
     return stepper.results(seq, best)
 
 
+def ctc_head(model: Translator, m: int):
+    """The auxiliary CTC head of target modality ``m``; a clear error when the model has none."""
+    spec = model.vocab[m]
+    if spec.name not in model.ctc_heads:
+        have = ", ".join(model.ctc_heads) or "none (model.ctc_weight = 0)"
+        raise ValueError(f"generate: CTC decoding of a {spec.name} target needs a CTC head for {spec.name}; "
+                         f"this model has: {have}")
+    return model.ctc_heads[spec.name]
+
+
+def _ctc_log_probs(model: Translator, memory: torch.Tensor, m: int) -> torch.Tensor:
+    """(N, S * ctc_upsample, V + 4) label log-probabilities of the CTC head of modality ``m``."""
+    spec, up = model.vocab[m], model.config.ctc_upsample
+    logits = ctc_head(model, m)(memory).float()
+    n, s = logits.shape[:2]
+    return logits.view(n, s * up, spec.table_size).log_softmax(-1)
+
+
+def ctc_best_path(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, m: int,
+                  max_len: int) -> list[torch.Tensor]:
+    """The CTC head's best path of every row (see the module docstring), at most ``max_len`` ids each."""
+    spec, up = model.vocab[m], model.config.ctc_upsample
+    best = _ctc_log_probs(model, memory, m).argmax(-1)  # (N, S * up)
+    valid = mem_mask.repeat_interleave(up, 1)
+    changed = torch.ones_like(valid)
+    changed[:, 1:] = best[:, 1:] != best[:, :-1]
+    keep = valid & changed & (best < spec.vocab_size)  # blanks (PAD) and the other specials dropped
+    return [row[k][:max_len] for row, k in zip(best, keep)]
+
+
+def _attention_log_probs(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, m: int,
+                         hyps: Sequence[torch.Tensor], cross_times: CrossTimes | None) -> torch.Tensor:
+    """(N,) summed log-probability of ``BOS hyp EOS`` under the attention decoder (teacher forced)."""
+    spec = model.vocab[m]
+    n, dev, q = len(hyps), memory.device, model.vocab.max_codebooks
+    length = max(len(h) for h in hyps) + 1
+    tokens = torch.full((n, length + 1, q), spec.pad_id, dtype=torch.long, device=dev)
+    tokens[:, 0, 0] = spec.bos_id
+    for r, h in enumerate(hyps):
+        tokens[r, 1: len(h) + 1, 0] = h
+        tokens[r, len(h) + 1, 0] = spec.eos_id
+    lengths = torch.tensor([len(h) + 1 for h in hyps], device=dev)
+    mask = torch.arange(length, device=dev)[None, :] < lengths[:, None]
+    tgt_mod = torch.full((n,), m, dtype=torch.long, device=dev)
+    h, _ = model.decode(tokens[:, :-1], tgt_mod, memory=memory, memory_mask=mem_mask, token_mask=mask,
+                        cross_times=cross_times)
+    logp = model.head_logits(m, h.reshape(n * length, -1))[:, 0].float().log_softmax(-1).view(n, length, -1)
+    picked = logp.gather(-1, tokens[:, 1:, :1]).squeeze(-1)
+    return (picked * mask).sum(1)
+
+
+def _ctc_log_likelihood(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, m: int,
+                        hyps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(N,) CTC log-likelihood of each hypothesis (-inf where no alignment fits)."""
+    spec, up = model.vocab[m], model.config.ctc_upsample
+    logp = _ctc_log_probs(model, memory, m).transpose(0, 1)  # (S * up, N, V + 4)
+    n, dev = len(hyps), memory.device
+    width = max(1, max(len(h) for h in hyps))
+    targets = torch.full((n, width), spec.pad_id, dtype=torch.long, device=dev)
+    for r, h in enumerate(hyps):
+        targets[r, : len(h)] = h
+    nll = torch.nn.functional.ctc_loss(logp, targets, mem_mask.sum(1) * up,
+                                       torch.tensor([len(h) for h in hyps], device=dev), blank=spec.pad_id,
+                                       reduction="none", zero_infinity=False)
+    return -nll
+
+
+def _ctc_decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, m: int, max_len: int,
+                     strategy: str, ctc_weight: float, use_cache: bool,
+                     cross_times: CrossTimes | None) -> list[torch.Tensor]:
+    ctc = ctc_best_path(model, memory, mem_mask, m, max_len)
+    if strategy == "ctc":
+        return ctc
+    greedy = make_picker("greedy", 1.0, 1.0, None)
+    att = _decode_part(model, memory, mem_mask, m, max_len, "greedy", 1, greedy, use_cache, 0, 1.0,
+                       cross_times=cross_times)
+    both = list(att) + list(ctc)
+    mem2, mask2 = torch.cat([memory, memory]), torch.cat([mem_mask, mem_mask])
+    times2 = None
+    if cross_times is not None:
+        times2 = cross_times.index_select(torch.arange(len(att), device=memory.device).repeat(2))
+    score = ((1.0 - ctc_weight) * _attention_log_probs(model, mem2, mask2, m, both, times2)
+             + ctc_weight * _ctc_log_likelihood(model, mem2, mask2, m, both))
+    n = len(att)
+    return [att[r] if bool(score[r] >= score[n + r]) else ctc[r] for r in range(n)]
+
+
 def generate(
     model: Translator,
     src_tokens: torch.Tensor,
@@ -358,6 +452,7 @@ def generate(
     src_rows: torch.Tensor | None = None,
     tgt_rows: torch.Tensor | None = None,
     compile_step: bool | str = False,
+    ctc_weight: float = 0.5,
 ) -> list[torch.Tensor]:
     """Decode every row of a padded source batch (``src_tokens`` (B, S, Qmax), ``src_mask`` (B, S)).
 
@@ -366,7 +461,8 @@ def generate(
     single-stream targets, (Q, T) codes for multi-codebook targets, ``T <= max_len`` (EOS ends early;
     ``min_len`` forbids EOS before that many tokens/frames). ``strategy``: ``greedy``, ``top_p`` (nucleus
     sampling with ``temperature``, reproducible with ``generator``) or ``beam`` (``beam_size``,
-    ``length_penalty``). ``src_features``/``src_rows``: continuous source inputs and image grid heights (as in
+    ``length_penalty``), ``ctc`` or ``rescore`` (single-stream targets of a model with CTC heads; ``ctc_weight``
+    weighs the CTC log-likelihood in ``rescore``, see the module docstring). ``src_features``/``src_rows``: continuous source inputs and image grid heights (as in
     :class:`~musicmoe.models.batch.Batch`); ``tgt_rows`` (B,): grid heights of image targets to generate. Runs in
     eval mode (restored afterwards) without gradients. ``compile_step`` (with ``use_cache``): decode with a static
     cache and the step compiled as one graph (True: inductor, CUDA graphs on a GPU; a string names the
@@ -378,6 +474,8 @@ def generate(
         raise ValueError(f"generate: max_len and min_len must be >= 0, got {max_len}, {min_len}")
     if strategy == "beam" and beam_size < 1:
         raise ValueError(f"generate: beam_size must be >= 1, got {beam_size}")
+    if strategy in CTC_STRATEGIES and not 0.0 <= ctc_weight <= 1.0:
+        raise ValueError(f"generate: ctc_weight must be in [0, 1], got {ctc_weight}")
     if strategy == "top_p" and not (0.0 < top_p <= 1.0 and temperature > 0.0):
         raise ValueError(f"generate: need 0 < top_p <= 1 and temperature > 0, got {top_p}, {temperature}")
     if src_tokens.ndim != 3 or src_mask.shape != src_tokens.shape[:2]:
@@ -408,9 +506,14 @@ def generate(
         for m in tgt_mod.unique().tolist():
             rows = (tgt_mod == m).nonzero().squeeze(1)
             part_rows = None if tgt_rows is None else tgt_rows.to(dev).long().index_select(0, rows)
-            outs = _decode_part(model, memory.index_select(0, rows), mem_mask.index_select(0, rows), int(m),
-                                max_len, strategy, beam_size, pick, use_cache, min_len, length_penalty, part_rows,
-                                times.index_select(rows) if times is not None else None, compile_step)
+            part_times = times.index_select(rows) if times is not None else None
+            if strategy in CTC_STRATEGIES:
+                outs = _ctc_decode_part(model, memory.index_select(0, rows), mem_mask.index_select(0, rows), int(m),
+                                        max_len, strategy, ctc_weight, use_cache, part_times)
+            else:
+                outs = _decode_part(model, memory.index_select(0, rows), mem_mask.index_select(0, rows), int(m),
+                                    max_len, strategy, beam_size, pick, use_cache, min_len, length_penalty,
+                                    part_rows, part_times, compile_step)
             for r, o in zip(rows.tolist(), outs):
                 results[r] = o
     finally:

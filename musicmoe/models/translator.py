@@ -817,9 +817,11 @@ class Translator(nn.Module):
         src_rows: torch.Tensor | None = None,
         tgt_rows: torch.Tensor | None = None,
         compile_step: bool | str = False,
+        ctc_weight: float = 0.5,
     ) -> list[torch.Tensor]:
         """Translate a padded source batch; see :func:`musicmoe.models.generation.generate`."""
         return generate(self, src_tokens, src_mask, src_modality, tgt_modality, max_len, strategy=strategy,
                         beam_size=beam_size, top_p=top_p, temperature=temperature, use_cache=use_cache,
                         min_len=min_len, length_penalty=length_penalty, generator=generator,
-                        src_features=src_features, src_rows=src_rows, tgt_rows=tgt_rows, compile_step=compile_step)
+                        src_features=src_features, src_rows=src_rows, tgt_rows=tgt_rows, compile_step=compile_step,
+                        ctc_weight=ctc_weight)

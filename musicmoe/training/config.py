@@ -10,7 +10,7 @@ STRATEGIES = ("auto", "ddp", "deepspeed")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 PROGRESS = ("auto", "rich", "plain", "none")
-DECODINGS = ("greedy", "beam", "top_p")
+DECODINGS = ("greedy", "beam", "top_p", "ctc", "rescore")
 # Default decoding budget per target modality (eval.decode_budget): tokens, or frames for audio.
 DECODE_BUDGET = {"lmx": 768, "midi": 1024, "image": 1024, "audio": 2048}
 
@@ -139,6 +139,12 @@ class EvalConfig:
     together) and each target's main metric is scored per fold: ``<name>_fold_median``, ``_fold_min`` and
     ``_fold_max``, the spread of the figure over held-out subsets.
 
+    ``decoding`` is the strategy of every task unless ``task_decoding`` names one for it (e.g. ``{omr: rescore}``):
+    ``greedy``, ``beam`` (``beam_size``), ``top_p`` (``top_p``, ``temperature``), or, for LMX/MIDI targets of a
+    model trained with an auxiliary CTC loss (``model.ctc_weight > 0``), ``ctc`` (the CTC head's best path) or
+    ``rescore`` (attention greedy and CTC best path, the better by ``(1 - ctc_weight) * attention + ctc_weight *
+    CTC`` log-likelihood; see musicmoe/models/generation.py). The shuffled-source baseline decodes alike.
+
     Decoding budget (generated tokens, or frames for audio) per target modality: ``decode_budget`` (merged over
     the defaults, so ``eval.decode_budget.lmx=512`` changes one entry), or one ``max_new_tokens`` for every target
     when it is > 0.  Never the reference's length; always capped at the model's ``max_tgt_len - 2``.  The
@@ -153,6 +159,8 @@ class EvalConfig:
     loss_examples: int = 64
     batch_size: int = 8
     decoding: str = "greedy"
+    task_decoding: dict[str, str] = field(default_factory=dict)  # task name -> decoding (overrides `decoding`)
+    ctc_weight: float = 0.5  # weight of the CTC log-likelihood in `rescore`
     beam_size: int = 4
     top_p: float = 0.9
     temperature: float = 1.0
@@ -162,6 +170,10 @@ class EvalConfig:
     shuffled_baseline: bool = True  # also score every task with other examples' sources (see above)
     spread_folds: int = 5  # > 1: the main metrics also on that many disjoint folds of pieces (see above)
     log_examples: int = 2
+
+    def decoding_of(self, task: str) -> str:
+        """The decoding strategy of ``task`` (``task_decoding``, else ``decoding``)."""
+        return self.task_decoding.get(task, self.decoding)
 
     def budget(self, modality: str) -> int:
         """Generated-token budget for a ``modality`` target (before the model's own ``max_tgt_len`` cap)."""
@@ -183,6 +195,16 @@ class EvalConfig:
             raise ValueError("eval.batch_size and eval.beam_size must be >= 1")
         if self.decoding not in DECODINGS:
             raise ValueError(f"eval.decoding must be one of {DECODINGS}, got {self.decoding!r}")
+        self.task_decoding = {str(k): str(v) for k, v in dict(self.task_decoding).items()}
+        for name, value in self.task_decoding.items():
+            from musicmoe.data.tasks import TASKS
+
+            if name not in TASKS:
+                raise ValueError(f"eval.task_decoding: unknown task {name!r}; valid: {', '.join(TASKS)}")
+            if value not in DECODINGS:
+                raise ValueError(f"eval.task_decoding.{name} must be one of {DECODINGS}, got {value!r}")
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ValueError(f"eval.ctc_weight must be in [0, 1], got {self.ctc_weight}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"eval.top_p must be in (0, 1], got {self.top_p}")
         if not self.temperature > 0:

@@ -209,17 +209,18 @@ class Evaluator:
         budget = self.budget(task.target)
         out: list[np.ndarray] = []
         empty = _empty(self.model.vocab[task.target])
-        gen = torch.Generator(device=self.device).manual_seed(seed) if (strategy or cfg.decoding) == "top_p" else None
+        strategy = strategy or cfg.decoding_of(task.name)
+        gen = torch.Generator(device=self.device).manual_seed(seed) if strategy == "top_p" else None
         for i in range(0, len(sources), cfg.batch_size):
             part = sources[i: i + cfg.batch_size]
             caps = [budget] * len(part) if max_lens is None else [min(limit, m) for m in max_lens[i: i + len(part)]]
             batch = self._batch([(s, task.source, empty, task.target, task.id) for s in part])
             with self._ctx():
                 seqs = self.model.generate(batch.src_tokens, batch.src_mask, batch.src_modality, batch.tgt_modality,
-                                           max_len=max(1, max(caps)), strategy=strategy or cfg.decoding,
+                                           max_len=max(1, max(caps)), strategy=strategy,
                                            beam_size=cfg.beam_size, top_p=cfg.top_p, temperature=cfg.temperature,
                                            generator=gen, src_features=batch.src_features, src_rows=batch.src_rows,
-                                           tgt_rows=batch.tgt_rows)
+                                           tgt_rows=batch.tgt_rows, ctc_weight=cfg.ctc_weight)
             out.extend(s.detach().cpu().numpy().astype(np.int64) for s in seqs)
         return out
 

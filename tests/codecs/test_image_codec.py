@@ -116,6 +116,8 @@ def test_shipped_configs_validate():
     ("train.loss=l3", "must be one of"),
     ("ema_decay=1.5", "ema_decay"),
     ("codebok_size=3", "did you mean"),
+    ("output=tanh", "image_codec.output must be one of"),
+    ("train.loss=bce", "needs image_codec.output: sigmoid"),
 ])
 def test_bad_config_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -174,3 +174,31 @@ def test_online_image_degradation(tokens_and_codecs, tmp_path):
     assert not np.array_equal(a, c) or not np.array_equal(a, clean)  # degradation changes the codes
     batch = next(iter(loader))
     batch.check(dm.vocab)
+
+
+def test_online_pixel_augmentation_keeps_the_clean_grid(tokens_and_codecs, tmp_path):
+    """A pixel-reading model with ``image_source: online`` sees a new degradation of the real crop at every draw, on
+    the clean crop's patch grid (so lengths, bucketing and max_src_len hold), including crops that grew."""
+    from musicmoe.data.features import image_patches
+
+    tokens, codecs = tokens_and_codecs
+    dm = _module(tokens, codecs, tmp_path, "model.image_input=pixels", "data.image_source=online",
+                 "data.tasks.lmx2midi=0", "data.degrade.p_resize=1.0", "data.degrade.resize_range=[1.08,1.1]",
+                 "data.degrade.p_blur=1.0")
+    dm.prepare()
+    loader = dm.train_dataloader()
+    ds = loader.dataset
+    source = ds.image_sources[0]
+    assert source is not None and not source.codec_path  # pixels need no codec
+    task, item, _ = dm.sampler.batch(0)[0]
+    key = ds.tokens[0][item]["key"]
+    clean, rows = image_patches(source._clean(key), 16)
+    a, b, c = (ds[(task, item, seed)] for seed in (11, 11, 12))
+    assert a["src_features"].shape == clean.shape and a["src_rows"] == rows  # grown by 8-10%, fit back to the grid
+    assert np.array_equal(a["src_features"], b["src_features"])  # the same draw seed, the same augmentation
+    assert not np.array_equal(a["src_features"], c["src_features"])
+    assert not np.array_equal(a["src_features"], clean)
+    assert int(a["src_features"].astype(int).sum()) > 0.5 * int(clean.astype(int).sum())  # the ink is still there
+    batch = next(iter(loader))
+    batch.check(dm.vocab)
+    assert batch.src_features is not None

@@ -155,3 +155,86 @@ def test_ctc_onsets_refuses_a_midi_vocabulary_of_other_settings(mt):
         ModelConfig(ctc_midi="notes")
     with pytest.raises(ValueError, match="mel_stem"):
         ModelConfig(mel_stem="cnn")
+
+
+# ---------------------------------------------------------------------------------------- CTC decoding
+def _ctc_model(mt, steps: int):
+    """A CTC model trained ``steps`` Adam steps on the pixel examples (image -> lmx and audio -> midi rows)."""
+    model = Translator(mt.config(image_input="pixels", audio_input="mel", mel_bins=16, mel_stack=2,
+                                 stem_channels=[4, 4, 4], max_src_len=256, ctc_weight=1.0, ctc_upsample=2), mt.VOCAB)
+    examples = mt.pixel_examples()  # (random targets: drawn once here)
+    batch = mt.collate(examples)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(batch).loss.backward()
+        opt.step()
+    return model.eval(), batch, examples
+
+
+def _gen(model, batch, strategy, **kw):
+    return model.generate(batch.src_tokens, batch.src_mask, batch.src_modality, batch.tgt_modality, max_len=32,
+                          strategy=strategy, src_features=batch.src_features, src_rows=batch.src_rows, **kw)
+
+
+def test_ctc_decoding_is_the_collapsed_best_path_and_learns_the_targets(mt):
+    from musicmoe.models.generation import _ctc_log_probs
+
+    model, batch, examples = _ctc_model(mt, 0)
+    with torch.no_grad():
+        memory, mask = model.encode(batch.src_tokens, batch.src_mask, batch.src_modality, batch.tgt_modality,
+                                    src_features=batch.src_features, src_rows=batch.src_rows)
+    for k, (row, ex) in enumerate(zip(_gen(model, batch, "ctc"), examples)):
+        m = model.vocab[ex["tgt_modality"]]
+        with torch.no_grad():
+            path = _ctc_log_probs(model, memory[k: k + 1], m.index)[0, : int(mask[k].sum()) * 2].argmax(-1).tolist()
+        expected, prev = [], None
+        for t in path:  # merge repeats, then drop blanks (PAD) and other specials
+            if t != prev and t < m.vocab_size:
+                expected.append(t)
+            prev = t
+        assert row.tolist() == expected[:32]
+    import jiwer
+
+    def errors(m, b, exs) -> float:  # edit distance of the CTC outputs to the targets, per target token
+        hyp = [" ".join(map(str, r.tolist())) or "-" for r in _gen(m, b, "ctc")]
+        return jiwer.wer([" ".join(map(str, torch.as_tensor(e["tgt"]).tolist())) for e in exs], hyp)
+
+    before = errors(model, batch, examples)
+    trained, batch, examples = _ctc_model(mt, 300)
+    print(f"CTC best-path error on the training rows: {before:.2f} untrained, {errors(trained, batch, examples):.2f}")
+    assert errors(trained, batch, examples) < 0.25 < before
+
+
+def test_rescore_keeps_the_hypothesis_with_the_better_joint_score(mt):
+    from musicmoe.models.generation import _attention_log_probs, _ctc_log_likelihood
+
+    model, batch, examples = _ctc_model(mt, 20)
+    with torch.no_grad():
+        memory, mask = model.encode(batch.src_tokens, batch.src_mask, batch.src_modality, batch.tgt_modality,
+                                    src_features=batch.src_features, src_rows=batch.src_rows)
+        lmx = [k for k, ex in enumerate(examples) if ex["tgt_modality"] == "lmx"]
+        m = model.vocab["lmx"].index
+        refs = [torch.as_tensor(examples[k]["tgt"]) for k in lmx]
+        idx = torch.tensor(lmx)
+        # the attention score of a reference is minus its teacher-forced cross-entropy (summed, EOS included)
+        att = _attention_log_probs(model, memory[idx], mask[idx], m, refs, None)
+        out = model(mt.collate([examples[k] for k in lmx]))
+        assert float(att.sum()) == pytest.approx(-float(out.ce_loss) * sum(len(r) + 1 for r in refs), rel=1e-4)
+        ctc = _ctc_log_likelihood(model, memory[idx], mask[idx], m, refs)
+        assert torch.isfinite(ctc).all() and (ctc < 0).all()
+        for w in (0.0, 1.0, 0.5):
+            greedy, best = _gen(model, batch, "greedy"), _gen(model, batch, "ctc")
+            chosen = _gen(model, batch, "rescore", ctc_weight=w)
+            for k in lmx:
+                cands = [greedy[k], best[k]]
+                s = [(1 - w) * float(_attention_log_probs(model, memory[k: k + 1], mask[k: k + 1], m, [c], None))
+                     + w * float(_ctc_log_likelihood(model, memory[k: k + 1], mask[k: k + 1], m, [c]))
+                     for c in cands]
+                assert chosen[k].tolist() == cands[0 if s[0] >= s[1] else 1].tolist()
+    plain = Translator(mt.config(), mt.VOCAB).eval()
+    codes = mt.collate(mt.examples([("image", "lmx")]))
+    with pytest.raises(ValueError, match="needs a CTC head for lmx; this model has: none"):
+        _gen(plain, codes, "ctc")
+    with pytest.raises(ValueError, match="ctc_weight"):
+        _gen(model, batch, "rescore", ctc_weight=1.5)

@@ -71,3 +71,15 @@ def test_experiment_runs_one_shrunk_step(name, tiny_tokens, tiny_codecs, tmp_pat
     assert summary["global_step"] == 1
     assert (tmp_path / name / "checkpoints" / "last.ckpt").exists()
     assert scalar_steps(tmp_path / name / "tb" / "version_0")["train/loss"] == [1]
+
+
+def test_eval_task_decoding_is_validated_and_applied():
+    from musicmoe.config import ConfigError
+
+    demo = load_config("experiment/demo.yaml").eval
+    assert demo.decoding_of("omr") == "ctc" and demo.decoding_of("amt") == "greedy"  # the demo reads OMR by CTC
+    for bad, message in (("eval.task_decoding.omrr=ctc", "unknown task 'omrr'"),
+                         ("eval.task_decoding.omr=viterbi", "eval.task_decoding.omr must be one of"),
+                         ("eval.ctc_weight=2", "eval.ctc_weight must be in")):
+        with pytest.raises((ConfigError, ValueError), match=message):
+            load_config("experiment/demo.yaml", [bad])

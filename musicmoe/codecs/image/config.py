@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-LOSSES = ("l1", "l2", "l1+l2")
+LOSSES = ("l1", "l2", "l1+l2", "bce")
+OUTPUTS = ("linear", "sigmoid")
 
 
 @dataclass
@@ -22,7 +23,8 @@ class ImageCodecTrainConfig:
     lr: float = 3e-4            # AdamW
     weight_decay: float = 1e-4  # applied to conv weights only
     loss: str = "l2"            # reconstruction loss on ink in [0, 1]: l2, l1 or l1+l2 (L1 from scratch tends to
-    #                             settle on all-white output first: most pixels are white, and L1 favours the median)
+    #                             settle on all-white output first: most pixels are white, and L1 favours the median),
+    #                             or bce (binary cross-entropy on the decoder's logits; needs `output: sigmoid`)
     val_split: str = "valid"    # held images; if the corpus has none, the last `val_images` train systems are held out
     val_images: int = 8
     val_every: int = 1000       # steps between validations (PSNR, reconstruction grid)
@@ -69,6 +71,7 @@ class ImageCodecConfig:
     kmeans_init: bool = True
     kmeans_iters: int = 10
     dead_code_threshold: float = 2.0  # 0 disables dead-code restarts
+    output: str = "linear"           # decoder output: "linear" ink (clamped to [0, 1] when decoded) or "sigmoid"
     checkpoint: str = ""   # a trained codec checkpoint; empty = train one with `musicmoe codec train image`
     train: ImageCodecTrainConfig = field(default_factory=ImageCodecTrainConfig)
 
@@ -85,7 +88,11 @@ class ImageCodecConfig:
             raise ValueError(f"image_codec.ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.commitment_weight < 0 or self.dead_code_threshold < 0 or self.kmeans_iters <= 0:
             raise ValueError("image_codec.commitment_weight, dead_code_threshold must be >= 0 and kmeans_iters > 0")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"image_codec.output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
         train = self.train
+        if isinstance(train, ImageCodecTrainConfig) and train.loss == "bce" and self.output != "sigmoid":
+            raise ValueError("image_codec.train.loss 'bce' needs image_codec.output: sigmoid (it is a loss on logits)")
         if isinstance(train, ImageCodecTrainConfig) and train.crop_width % self.patch:
             raise ValueError(
                 f"image_codec.train.crop_width ({train.crop_width}) must be a multiple of "

@@ -1,7 +1,8 @@
 """The score-image RQ-VAE: convolutional encoder, residual vector quantizer, convolutional decoder.
 
 Pixels enter as *ink* ``x = 1 - gray / 255`` (white = 0, so white padding equals the convolutions' zero
-padding) and the decoder predicts ink through a sigmoid.  The residual quantizer is
+padding) and the decoder predicts ink, either directly (``output: linear``, clamped to [0, 1] when decoded) or as
+logits through a sigmoid (``output: sigmoid``, trained with binary cross-entropy: score images are nearly binary).  The residual quantizer is
 ``vector_quantize_pytorch.ResidualVQ`` with EMA codebooks, k-means initialisation and dead-code restarts.
 """
 
@@ -81,11 +82,13 @@ class Decoder(nn.Module):
 
 @dataclass
 class RQVAEOutput:
-    """Result of one forward pass: ink reconstruction in [0, 1], codes ``(B, Q, H', W')``, commitment loss."""
+    """Result of one forward pass: ink reconstruction, codes ``(B, Q, H', W')``, commitment loss, and the
+    decoder's raw output (logits when the output is a sigmoid; else the same tensor as ``recon``)."""
 
     recon: Tensor
     codes: Tensor
     commit_loss: Tensor
+    logits: Tensor
 
 
 class RQVAE(nn.Module):
@@ -126,11 +129,16 @@ class RQVAE(nn.Module):
         seq = codes.permute(0, 2, 3, 1).reshape(b, h * w, q)
         latent = self.quantizer.get_output_from_indices(seq)
         latent = latent.reshape(b, h, w, -1).permute(0, 3, 1, 2)
-        return self.decoder(latent)
+        return self.output(self.decoder(latent))
+
+    def output(self, raw: Tensor) -> Tensor:
+        """The decoder's raw output as ink (a sigmoid of logits, or the linear output itself)."""
+        return torch.sigmoid(raw) if self.cfg.output == "sigmoid" else raw
 
     def forward(self, ink: Tensor) -> RQVAEOutput:
         quantized, codes, commit = self.quantize(self.encoder(ink))
-        return RQVAEOutput(self.decoder(quantized), codes, commit)
+        raw = self.decoder(quantized)
+        return RQVAEOutput(self.output(raw), codes, commit, raw)
 
     @property
     def initialized(self) -> bool:

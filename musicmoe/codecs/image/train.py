@@ -79,7 +79,7 @@ def reconstruction_grid(pairs: list[tuple[np.ndarray, np.ndarray]], gap: int = 4
 
 
 class ImageCodecModule(L.LightningModule):
-    """Trains an :class:`ImageCodec`: reconstruction (L1/L2 on ink) + commitment loss, AdamW."""
+    """Trains an :class:`ImageCodec`: reconstruction (L1/L2 on ink or BCE on logits) + commitment loss, AdamW."""
 
     def __init__(self, codec_config: dict[str, Any]) -> None:
         super().__init__()
@@ -108,8 +108,10 @@ class ImageCodecModule(L.LightningModule):
                 self.skipped[key] = error
                 log.warning("skipping unreadable image %s: %s", key, error)
 
-    def recon_loss(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def recon_loss(self, recon: torch.Tensor, target: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
         loss = self.tcfg.loss
+        if loss == "bce":
+            return F.binary_cross_entropy_with_logits(recon if logits is None else logits, target)
         out = recon.new_zeros(())
         if "l1" in loss:
             out = out + F.l1_loss(recon, target)
@@ -133,7 +135,7 @@ class ImageCodecModule(L.LightningModule):
             return None
         self._empty_streak = 0
         out = self.codec(ink)
-        recon = self.recon_loss(out.recon, ink)
+        recon = self.recon_loss(out.recon, ink, out.logits)
         loss = recon + out.commit_loss
         with torch.no_grad():
             psnr = psnr_from_mse(F.mse_loss(out.recon, ink).item())
