@@ -462,11 +462,12 @@ def generate(
     ``min_len`` forbids EOS before that many tokens/frames). ``strategy``: ``greedy``, ``top_p`` (nucleus
     sampling with ``temperature``, reproducible with ``generator``) or ``beam`` (``beam_size``,
     ``length_penalty``), ``ctc`` or ``rescore`` (single-stream targets of a model with CTC heads; ``ctc_weight``
-    weighs the CTC log-likelihood in ``rescore``, see the module docstring). ``src_features``/``src_rows``: continuous source inputs and image grid heights (as in
-    :class:`~musicmoe.models.batch.Batch`); ``tgt_rows`` (B,): grid heights of image targets to generate. Runs in
-    eval mode (restored afterwards) without gradients. ``compile_step`` (with ``use_cache``): decode with a static
-    cache and the step compiled as one graph (True: inductor, CUDA graphs on a GPU; a string names the
-    ``torch.compile`` backend); the tokens are those of the eager step.
+    weighs the CTC log-likelihood in ``rescore``, see the module docstring). ``src_features``/``src_rows``:
+    continuous source inputs and image grid heights (as in :class:`~musicmoe.models.batch.Batch`); ``tgt_rows``
+    (B,): grid heights of image targets to generate. Runs in eval mode (restored afterwards) without gradients.
+    ``compile_step`` (with ``use_cache``): decode with a static cache and the step compiled as one graph (True:
+    inductor, CUDA graphs on a GPU; a string names the ``torch.compile`` backend); the tokens are those of the
+    eager step.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"generate: strategy must be one of {STRATEGIES}, got {strategy!r}")

@@ -2,8 +2,9 @@
 
 Pixels enter as *ink* ``x = 1 - gray / 255`` (white = 0, so white padding equals the convolutions' zero
 padding) and the decoder predicts ink, either directly (``output: linear``, clamped to [0, 1] when decoded) or as
-logits through a sigmoid (``output: sigmoid``, trained with binary cross-entropy: score images are nearly binary).  The residual quantizer is
-``vector_quantize_pytorch.ResidualVQ`` with EMA codebooks, k-means initialisation and dead-code restarts.
+logits through a sigmoid (``output: sigmoid``, trained with binary cross-entropy: score images are nearly
+binary).  The residual quantizer is ``vector_quantize_pytorch.ResidualVQ`` with EMA codebooks, k-means
+initialisation and dead-code restarts.
 """
 
 from __future__ import annotations
