@@ -54,6 +54,7 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", tasks: str | None
     trained = list(hp.get("tasks") or [])
     chosen = parse_tasks(tasks) if tasks else parse_tasks(trained)
     evaluator = Evaluator(model, codecs, cfg, trained, device=device)
+    evaluator.keep_predictions = True
     started = time.perf_counter()
     metrics, _ = evaluator.evaluate(dataset, chosen)
     seconds = time.perf_counter() - started
@@ -69,6 +70,12 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", tasks: str | None
         tmp = out_dir / f".{name}.tmp"
         tmp.write_text(text)
         tmp.replace(out_dir / name)
+    for task, rows in evaluator.predictions.items():  # per-example OMR output, worst first
+        rows = sorted(rows, key=lambda r: (-r["errors"], str(r["key"])))
+        path = out_dir / f"predictions_{task}.jsonl"
+        tmp = out_dir / f".{path.name}.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(path)
     record["out"] = str(out_dir)
     record["table"] = format_table(metrics)
     return record
@@ -103,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint per task (SER, note F1, audio/image metrics)",
                        description="Teacher-forced loss and generation metrics of every task on a token split; "
-                                   "writes metrics.json and metrics.md (default: <run>/eval/<split>/).")
+                                   "writes metrics.json and metrics.md (default: <run>/eval/<split>/), and "
+                                   "for LMX targets predictions_<task>.jsonl (each example's errors, output and "
+                                   "reference, worst first).")
     p.add_argument("--ckpt", required=True, type=Path, help="last.ckpt (file or DeepSpeed folder), run folder, "
                                                            "or exported model.pt")
     p.add_argument("--split", default="test", help="token split to evaluate (default: test)")

@@ -94,6 +94,27 @@ class HardRoutingPlan:
     counts: torch.Tensor  # (n_modalities, n_groups) long: routed tokens by modality and group
     mask: torch.Tensor | None = None  # contiguous plans: (B, L) True for routed tokens (None: all)
     _stats: MoEStats | None = None
+    _grouped: dict | None = None
+
+    def grouped_operands(self, length: int, dtype: torch.dtype,
+                         device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Contiguous plans, rows of ``length`` tokens: the grouped GEMM's group ends (G,) int32 (cumulative token
+        counts) and the (N, G) one-hot group matrix that adds each group's bias in one ``addmm``; made once per
+        pass (one host-to-device copy) and shared by its layers."""
+        key = (length, dtype, device)
+        if self._grouped is None:
+            self._grouped = {}
+        if key not in self._grouped:
+            ends, total = [], 0
+            for rows in self.sizes:
+                total += rows * length
+                ends.append(total)
+            offs = torch.tensor(ends, dtype=torch.int32, device=device)
+            group = torch.repeat_interleave(torch.arange(len(self.sizes), device=device),
+                                            torch.tensor([r * length for r in self.sizes], device=device),
+                                            output_size=total)
+            self._grouped[key] = (offs, F.one_hot(group, len(self.sizes)).to(dtype))
+        return self._grouped[key]
 
     def stats(self) -> MoEStats:
         """The routing statistics of every layer that follows this plan without dropping tokens: one object,
@@ -170,6 +191,7 @@ class GroupedMoE(nn.Module):
         self.bias_in = nn.Parameter(torch.zeros(x, d_ff)) if bias else None
         self.bias_out = nn.Parameter(torch.zeros(x, d_model)) if bias else None
         self.router = nn.Linear(d_model, x, bias=False) if top_k > 0 else None
+        self.grouped_mm = True  # contiguous plans: one grouped GEMM per projection where supported
         self.act = activation_fn(activation)
         self.dropout = nn.Dropout(dropout)
         nn.init.normal_(self.w_in, std=0.02)
@@ -198,14 +220,49 @@ class GroupedMoE(nn.Module):
         h = self.dropout(self.act(F.linear(h, w_in, b_in)))
         return F.linear(h, w_out, b_out)
 
+    def use_grouped_mm(self, x: torch.Tensor) -> bool:
+        """Whether ``torch._grouped_mm`` runs the experts of a contiguous plan here: on the CPU (any float dtype),
+        or on a CUDA GPU of compute capability >= 9.0 with bf16 activations; widths must keep rows 16-byte
+        aligned. ``grouped_mm = False`` forces the per-group path (the reference of the tests)."""
+        if not self.grouped_mm or not hasattr(torch, "_grouped_mm"):
+            return False
+        if (self.d_model * x.element_size()) % 16 or (self.d_ff * x.element_size()) % 16:
+            return False
+        if x.device.type == "cpu":
+            return x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        return (x.device.type == "cuda" and x.dtype == torch.bfloat16
+                and torch.cuda.get_device_capability(x.device)[0] >= 9)
+
+    def _grouped_forward(self, x: torch.Tensor, plan: HardRoutingPlan) -> torch.Tensor:
+        """Every group's expert in one grouped GEMM per projection over the (B * L, d) tokens (rows ordered by
+        group): no split, no concatenation, and experts without tokens get zero gradients inside the GEMM's
+        backward instead of zero-filled copies; biases enter by ``addmm`` with the plan's one-hot group matrix."""
+        b, length, d = x.shape
+        xf = x.reshape(b * length, d)
+        offs, onehot = plan.grouped_operands(length, xf.dtype, xf.device)
+        h = torch._grouped_mm(xf, self.w_in.to(xf.dtype).transpose(1, 2), offs=offs)
+        if self.bias_in is not None:
+            h = torch.addmm(h, onehot, self.bias_in.to(h.dtype))
+        h = self.dropout(self.act(h))
+        y = torch._grouped_mm(h, self.w_out.to(h.dtype).transpose(1, 2), offs=offs)
+        if self.bias_out is not None:
+            y = torch.addmm(y, onehot, self.bias_out.to(y.dtype))
+        return y.view(b, length, d)
+
     def _forward_contiguous(self, x: torch.Tensor, plan: HardRoutingPlan) -> tuple[torch.Tensor, MoEStats]:
-        """One expert per group, rows of ``x`` (B, L, d) ordered by group: row slices, no gather, no gates."""
+        """One expert per group, rows of ``x`` (B, L, d) ordered by group: a grouped GEMM (:meth:`use_grouped_mm`)
+        or row slices; no gather, no gates."""
         if len(plan.sizes) != self.n_groups:
             raise ValueError(f"GroupedMoE: routing plan has {len(plan.sizes)} groups, layer has {self.n_groups}")
         if (self.capacity_factor if self.training else self.eval_capacity_factor) is not None:
             raise ValueError("GroupedMoE: a contiguous routing plan cannot apply a capacity factor")
         if x.ndim != 3 or sum(plan.sizes) != x.shape[0]:
             raise ValueError(f"GroupedMoE: contiguous plan covers {sum(plan.sizes)} rows, got {tuple(x.shape)}")
+        if self.use_grouped_mm(x) and torch.is_grad_enabled() and sum(1 for r in plan.sizes if r) > 1:
+            y = self._grouped_forward(x, plan)
+            if plan.mask is not None:
+                y = y * plan.mask[..., None].to(y.dtype)
+            return y, plan.stats()
         weights = self._weights()
         # split, not sliced per group: the gradient is one concatenation, not a zero-filled copy per group (and
         # groups without rows are left out of the split, so it fills no empty gradients either)

@@ -131,6 +131,10 @@ class Evaluator:
         self.autocast = autocast  # a context-manager factory (e.g. Lightning's precision forward context)
         self.view: Any = None  # the SourceView being evaluated (set by evaluate / source_view)
         self._world = 1  # ranks sharing the evaluation in progress (set by evaluate)
+        # task -> one record per generated LMX example (key, errors, gold tokens, prediction, reference); filled by
+        # evaluate when ``keep_predictions`` is set (``musicmoe eval`` writes them as predictions_<task>.jsonl)
+        self.keep_predictions = False
+        self.predictions: dict[str, list[dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------------------------- helpers
     def _ctx(self):
@@ -397,6 +401,13 @@ class Evaluator:
                     samples.append(Sample(task.name, items[k]["key"], "lmx", " ".join(dec_preds[k]),
                                           " ".join(dec_refs[k]), dec.problems))
             out["invalid"] = float(invalid.compute())
+            if self.keep_predictions:
+                from musicmoe.metrics.ser_counts import ser_counts
+
+                self.predictions[task.name] = [
+                    {"key": it.get("key"), "errors": ser_counts([p], [r])[0], "gold_tokens": len(r),
+                     "prediction": " ".join(p), "reference": " ".join(r)}
+                    for it, p, r in zip(items, dec_preds, dec_refs)]
         elif task.target == "midi":
             samples += [Sample(task.name, items[k]["key"], "midi", dec_preds[k], dec_refs[k])
                         for k in range(min(keep, len(dec_preds)))]

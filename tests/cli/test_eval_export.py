@@ -52,6 +52,12 @@ def test_eval_writes_metrics_json_and_table(tiny_run, tmp_path, capsys):
     table = (out / "metrics.md").read_text()
     assert "| omr |" in table and "| task | metric | value | shuffled | source gap |" in table
     assert "| lmx2image |" in capsys.readouterr().out
+    # the OMR output per example (an LMX target), whose errors add up to the SER
+    rows = [json.loads(line) for line in (out / "predictions_omr.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and set(rows[0]) == {"key", "errors", "gold_tokens", "prediction", "reference"}
+    assert rows[0]["gold_tokens"] == len(rows[0]["reference"].split()) > 0
+    assert 100 * rows[0]["errors"] / rows[0]["gold_tokens"] == pytest.approx(m["omr/ser"])
+    assert not (out / "predictions_lmx2image.jsonl").exists()
 
 
 def test_eval_shuffled_baseline_and_budget_flags(tiny_run, tmp_path, capsys):

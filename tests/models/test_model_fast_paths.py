@@ -93,6 +93,42 @@ def test_expert_weights_split_once_equal_indexing_each_use():
             assert torch.equal(moe._expert(weights[e], x), plain)
 
 
+@pytest.mark.parametrize("sizes", [[2, 0, 3, 1], [0, 4, 0, 0]])
+def test_grouped_gemm_experts_equal_the_per_group_path(sizes):
+    """The contiguous plan's grouped GEMM (``torch._grouped_mm``, biases by one-hot ``addmm``) gives the per-group
+    slices' outputs and gradients in fp32, experts without rows included (zero gradients)."""
+    from musicmoe.models.moe import HardRoutingPlan
+
+    torch.manual_seed(5)
+    moe = GroupedMoE(32, 64, 4, 1, 0)
+    with torch.no_grad():
+        moe.bias_in.normal_()
+        moe.bias_out.normal_()
+    rows, length = sum(sizes), 5
+    x = torch.randn(rows, length, 32)
+    group = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))[:, None].expand(rows, length)
+    mask = torch.rand(rows, length) > 0.2
+    results = []
+    for grouped in (True, False):
+        moe.grouped_mm = grouped
+        moe.zero_grad()
+        xi = x.clone().requires_grad_()
+        plan = HardRoutingPlan.contiguous(sizes, group, group, mask, 4)
+        y, stats = moe(xi, group, group, mask, plan)
+        (y * torch.linspace(-1, 1, 32)).sum().backward()
+        results.append((y.detach(), xi.grad, [p.grad.clone() for p in (moe.w_in, moe.bias_in, moe.w_out,
+                                                                       moe.bias_out)]))
+    moe.grouped_mm = True
+    assert moe.use_grouped_mm(x)
+    (y1, gx1, gw1), (y2, gx2, gw2) = results
+    assert torch.allclose(y1, y2, atol=1e-5) and torch.allclose(gx1, gx2, atol=1e-5)
+    for a, b in zip(gw1, gw2):
+        assert torch.allclose(a, b, atol=1e-4)
+    for g, n in enumerate(sizes):
+        if n == 0:
+            assert not gw1[0][g].any()  # an expert without rows: zero gradient
+
+
 def small_model(**kw) -> Translator:
     torch.manual_seed(3)
     cfg = ModelConfig(d_model=32, n_heads=4, enc_layers=2, dec_layers=2, d_ff=64, subdecoder_dim=16,
