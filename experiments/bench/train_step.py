@@ -16,7 +16,8 @@ see ``batch * (src_len + tgt_len)`` tokens per step. FLOPs are counted with
 ``torch.utils.flop_counter.FlopCounterMode`` over forward + backward; MFU is relative to a matmul ceiling
 measured in the same run (bf16 8192^3 on CUDA, float32 1024^3 on CPU).
 
-``--only`` picks the models (dense, moe, topk, torch, bart); ``--compile [NAMES]`` compiles all or the named
+``--only`` picks the models (dense, moe, moe_split: the MoE with per-group slices instead of one grouped GEMM,
+topk, torch, bart); ``--compile [NAMES]`` compiles all or the named
 ones (the others stay eager in the same table). After the table (and the JSON), optionally:
 
 * ``--sync-check``: a few eager steps of each of our models under ``torch.cuda.set_sync_debug_mode("warn")``
@@ -55,6 +56,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from musicmoe.models import ModelConfig, Translator, VocabSpec, active_params, collate, count_params, param_groups
+from musicmoe.models.moe import GroupedMoE
 
 SIZES = {
     "small": dict(model=dict(d_model=128, n_heads=4, enc_layers=2, dec_layers=2, d_ff=512, subdecoder_layers=1,
@@ -67,7 +69,7 @@ SIZES = {
 VOCAB = VocabSpec.build(lmx_vocab_size=4092, midi_vocab_size=4092)
 BASELINE_VOCAB = 4096
 TASKS = [("image", "lmx"), ("audio", "midi"), ("image", "audio")]
-CASE_KEYS = ("dense", "moe", "topk", "torch", "bart")
+CASE_KEYS = ("dense", "moe", "moe_split", "topk", "torch", "bart")
 
 
 def sync(device: torch.device) -> None:
@@ -197,7 +199,7 @@ class Case:
     def __init__(self, key: str, name: str, model: nn.Module, loss_fn: Callable[[], torch.Tensor],
                  device: torch.device, args: argparse.Namespace, active: int | None = None) -> None:
         self.key, self.name, self.model, self.device = key, name, model.to(device).train(), device
-        self.ours = key in ("dense", "moe", "topk")
+        self.ours = key in ("dense", "moe", "moe_split", "topk")
         self.active = active or count_params(model)
         opt_kw = {"fused": True} if device.type == "cuda" else {"foreach": True}
         self.precision = args.precision
@@ -220,11 +222,20 @@ class Case:
         self.opt.zero_grad(set_to_none=True)
 
     def count_flops(self) -> int:
-        """FLOPs of forward + backward of the eager model (compiled code is not seen by the counter)."""
-        with FlopCounterMode(display=False) as counter:
-            with self.amp():
-                loss = self.loss_fn()
-            loss.backward()
+        """FLOPs of forward + backward of the eager model (compiled code is not seen by the counter); counted with
+        per-group expert products, the same arithmetic as the grouped GEMM, which the counter has no formula for."""
+        moes = [m for m in self.model.modules() if isinstance(m, GroupedMoE)]
+        grouped = [m.grouped_mm for m in moes]
+        for m in moes:
+            m.grouped_mm = False
+        try:
+            with FlopCounterMode(display=False) as counter:
+                with self.amp():
+                    loss = self.loss_fn()
+                loss.backward()
+        finally:
+            for m, g in zip(moes, grouped):
+                m.grouped_mm = g
         self.opt.zero_grad(set_to_none=True)
         return counter.get_total_flops()
 
@@ -398,7 +409,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     base = dict(size["model"], dropout=0.1, codebook_mode=args.codebook_mode, max_src_len=s_len,
                 max_tgt_len=t_len, validate_inputs=False)
     variants = [("dense", "ours dense", dict(shared_across_modalities=True)),
-                ("moe", "ours MoE (per-modality FFN)", dict(shared_across_modalities=False))]
+                ("moe", "ours MoE (per-modality FFN)", dict(shared_across_modalities=False)),
+                ("moe_split", "ours MoE, per-group slices", dict(shared_across_modalities=False))]
     if args.topk:
         e, k = (int(v) for v in args.topk.split(","))
         variants.append(("topk", f"ours MoE top-{k} of {e}/modality",
@@ -409,6 +421,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             continue
         with device:  # parameters initialised where they live (fast on a GPU)
             model = Translator(ModelConfig(**base, **extra), VOCAB)
+        if key == "moe_split":  # the experts of each group on its own rows instead of one grouped GEMM
+            for module in model.modules():
+                if isinstance(module, GroupedMoE):
+                    module.grouped_mm = False
         cases.append(Case(key, name, model, lambda m=model: m(batch).loss, device, args, active_params(model)))
     cfg = ModelConfig(**base)
     gen = torch.Generator().manual_seed(1)

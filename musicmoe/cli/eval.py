@@ -47,8 +47,6 @@ def evaluate_checkpoint(ckpt: str | Path, split: str = "test", tasks: str | None
     base = {k: v for k, v in (hp["config"].get("eval") or {}).items()}
     base.update({"max_examples": len(dataset), "loss_examples": len(dataset)})
     base.update({k: v for k, v in overrides.items() if v is not None})
-    if overrides.get("decoding") is not None:  # an explicit --decoding applies to every task
-        base["task_decoding"] = {}
     fields = {f.name for f in dataclasses.fields(EvalConfig)}
     cfg = EvalConfig(**{k: v for k, v in base.items() if k in fields})
     trained = list(hp.get("tasks") or [])
@@ -95,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         record = evaluate_checkpoint(
             args.ckpt, args.split, args.tasks, args.tokens, args.out, args.device, decoding=args.decoding,
+            task_decoding={} if args.decoding else None,  # an explicit --decoding applies to every task
             beam_size=args.beam_size, top_p=args.top_p, batch_size=args.batch_size,
             max_examples=args.max_examples or None, max_new_tokens=args.max_new_tokens, spread_folds=args.spread_folds,
             shuffled_baseline=args.shuffled_baseline)
