@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         record = evaluate_checkpoint(
             args.ckpt, args.split, args.tasks, args.tokens, args.out, args.device, decoding=args.decoding,
             task_decoding={} if args.decoding else None,  # an explicit --decoding applies to every task
+            ctc_weight=args.ctc_weight,
             beam_size=args.beam_size, top_p=args.top_p, batch_size=args.batch_size,
             max_examples=args.max_examples or None, max_new_tokens=args.max_new_tokens, spread_folds=args.spread_folds,
             shuffled_baseline=args.shuffled_baseline)
@@ -122,6 +123,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decoding", choices=("greedy", "beam", "top_p", "ctc", "rescore"),
                    help="for every task (default: the checkpoint's eval.decoding and eval.task_decoding); ctc and "
                         "rescore need a model trained with an auxiliary CTC loss")
+    p.add_argument("--ctc-weight", type=float, help="weight of the CTC log-likelihood in rescore (default: the "
+                                                    "checkpoint's eval.ctc_weight, 0.5)")
     p.add_argument("--beam-size", type=int)
     p.add_argument("--top-p", type=float)
     p.add_argument("--batch-size", type=int)
