@@ -221,15 +221,15 @@ class GroupedMoE(nn.Module):
         return F.linear(h, w_out, b_out)
 
     def use_grouped_mm(self, x: torch.Tensor) -> bool:
-        """Whether ``torch._grouped_mm`` runs the experts of a contiguous plan here: on the CPU (any float dtype),
-        or on a CUDA GPU of compute capability >= 9.0 with bf16 activations; widths must keep rows 16-byte
+        """Whether ``torch._grouped_mm`` runs the experts of a contiguous plan here: on the CPU (fp32, bf16, fp16;
+        eager only), or on a CUDA GPU of compute capability >= 9.0 with bf16 activations; widths must keep rows 16-byte
         aligned. ``grouped_mm = False`` forces the per-group path (the reference of the tests)."""
         if not self.grouped_mm or not hasattr(torch, "_grouped_mm"):
             return False
         if (self.d_model * x.element_size()) % 16 or (self.d_ff * x.element_size()) % 16:
             return False
-        if x.device.type == "cpu":
-            return x.dtype in (torch.float32, torch.bfloat16, torch.float16)
+        if x.device.type == "cpu":  # (traced by torch.compile, the op's shape function accepts CUDA bf16 only)
+            return x.dtype in (torch.float32, torch.bfloat16, torch.float16) and not torch.compiler.is_compiling()
         return (x.device.type == "cuda" and x.dtype == torch.bfloat16
                 and torch.cuda.get_device_capability(x.device)[0] >= 9)
 
