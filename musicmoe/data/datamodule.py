@@ -229,8 +229,7 @@ class OnlineImageSource:
 
         if not self.codec_path:
             raise ValueError("OnlineImageSource.codes needs an image codec (codec_path)")
-        image = Degrader(self.degrade_cfg)(self._clean(key), np.random.default_rng(seed))
-        self._open()
+        image = Degrader(self.degrade_cfg)(self._clean(key), np.random.default_rng(seed))  # (opens the codec)
         return flatten_codes(self._codec.encode(image))  # type: ignore[union-attr]
 
     def pixels(self, key: str, seed: int) -> tuple[np.ndarray, int]:

@@ -345,29 +345,11 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
     return stepper.results(seq, best)
 
 
-def ctc_head(model: Translator, m: int):
-    """The auxiliary CTC head of target modality ``m``; a clear error when the model has none."""
-    spec = model.vocab[m]
-    if spec.name not in model.ctc_heads:
-        have = ", ".join(model.ctc_heads) or "none (model.ctc_weight = 0)"
-        raise ValueError(f"generate: CTC decoding of a {spec.name} target needs a CTC head for {spec.name}; "
-                         f"this model has: {have}")
-    return model.ctc_heads[spec.name]
-
-
-def _ctc_log_probs(model: Translator, memory: torch.Tensor, m: int) -> torch.Tensor:
-    """(N, S * ctc_upsample, V + 4) label log-probabilities of the CTC head of modality ``m``."""
-    spec, up = model.vocab[m], model.config.ctc_upsample
-    logits = ctc_head(model, m)(memory).float()
-    n, s = logits.shape[:2]
-    return logits.view(n, s * up, spec.table_size).log_softmax(-1)
-
-
-def ctc_best_path(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, m: int,
+def ctc_best_path(logp: torch.Tensor, mem_mask: torch.Tensor, up: int, spec: ModalitySpec,
                   max_len: int) -> list[torch.Tensor]:
-    """The CTC head's best path of every row (see the module docstring), at most ``max_len`` ids each."""
-    spec, up = model.vocab[m], model.config.ctc_upsample
-    best = _ctc_log_probs(model, memory, m).argmax(-1)  # (N, S * up)
+    """The best path of CTC label log-probabilities ``logp`` (N, S * up, V + 4) of every row (see the module
+    docstring), at most ``max_len`` ids each."""
+    best = logp.argmax(-1)  # (N, S * up)
     valid = mem_mask.repeat_interleave(up, 1)
     changed = torch.ones_like(valid)
     changed[:, 1:] = best[:, 1:] != best[:, :-1]
@@ -396,17 +378,16 @@ def _attention_log_probs(model: Translator, memory: torch.Tensor, mem_mask: torc
     return (picked * mask).sum(1)
 
 
-def _ctc_log_likelihood(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, m: int,
+def _ctc_log_likelihood(logp: torch.Tensor, mem_mask: torch.Tensor, up: int, spec: ModalitySpec,
                         hyps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """(N,) CTC log-likelihood of each hypothesis (-inf where no alignment fits)."""
-    spec, up = model.vocab[m], model.config.ctc_upsample
-    logp = _ctc_log_probs(model, memory, m).transpose(0, 1)  # (S * up, N, V + 4)
-    n, dev = len(hyps), memory.device
+    """(N,) CTC log-likelihood of each hypothesis under label log-probabilities ``logp`` (N, S * up, V + 4)
+    (-inf where no alignment fits)."""
+    n, dev = len(hyps), logp.device
     width = max(1, max(len(h) for h in hyps))
     targets = torch.full((n, width), spec.pad_id, dtype=torch.long, device=dev)
     for r, h in enumerate(hyps):
         targets[r, : len(h)] = h
-    nll = torch.nn.functional.ctc_loss(logp, targets, mem_mask.sum(1) * up,
+    nll = torch.nn.functional.ctc_loss(logp.transpose(0, 1), targets, mem_mask.sum(1) * up,
                                        torch.tensor([len(h) for h in hyps], device=dev), blank=spec.pad_id,
                                        reduction="none", zero_infinity=False)
     return -nll
@@ -415,20 +396,22 @@ def _ctc_log_likelihood(model: Translator, memory: torch.Tensor, mem_mask: torch
 def _ctc_decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, m: int, max_len: int,
                      strategy: str, ctc_weight: float, use_cache: bool,
                      cross_times: CrossTimes | None) -> list[torch.Tensor]:
-    ctc = ctc_best_path(model, memory, mem_mask, m, max_len)
+    spec, up = model.vocab[m], model.config.ctc_upsample
+    logp = model.ctc_log_probs(memory, spec.name)  # once: for the best path and for rescoring
+    ctc = ctc_best_path(logp, mem_mask, up, spec, max_len)
     if strategy == "ctc":
         return ctc
     greedy = make_picker("greedy", 1.0, 1.0, None)
     att = _decode_part(model, memory, mem_mask, m, max_len, "greedy", 1, greedy, use_cache, 0, 1.0,
                        cross_times=cross_times)
+    n = len(att)
     both = list(att) + list(ctc)
     mem2, mask2 = torch.cat([memory, memory]), torch.cat([mem_mask, mem_mask])
     times2 = None
     if cross_times is not None:
-        times2 = cross_times.index_select(torch.arange(len(att), device=memory.device).repeat(2))
+        times2 = cross_times.index_select(torch.arange(n, device=memory.device).repeat(2))
     score = ((1.0 - ctc_weight) * _attention_log_probs(model, mem2, mask2, m, both, times2)
-             + ctc_weight * _ctc_log_likelihood(model, mem2, mask2, m, both))
-    n = len(att)
+             + ctc_weight * _ctc_log_likelihood(torch.cat([logp, logp]), mask2, up, spec, both))
     return [att[r] if bool(score[r] >= score[n + r]) else ctc[r] for r in range(n)]
 
 

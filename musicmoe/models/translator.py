@@ -766,6 +766,16 @@ class Translator(nn.Module):
         return ModelOutput(loss=loss, ce_loss=ce_loss, loss_per_task=per_task, loss_per_modality=per_mod,
                            metrics=metrics, moe_stats=stats, logits=logits_out if return_logits else None)
 
+    def ctc_log_probs(self, memory: torch.Tensor, name: str) -> torch.Tensor:
+        """(N, S * ctc_upsample, V + 4) float32 label log-probabilities of the CTC head of target modality ``name``
+        over encoder outputs ``memory`` (N, S, d); a clear error when the model has no such head."""
+        if name not in self.ctc_heads:
+            have = ", ".join(self.ctc_heads) or "none (model.ctc_weight = 0)"
+            raise ValueError(f"CTC of a {name} target needs a CTC head for {name}; this model has: {have}")
+        logits = self.ctc_heads[name](memory).float()
+        n, s = logits.shape[:2]
+        return logits.view(n, s * self.config.ctc_upsample, self.vocab[name].table_size).log_softmax(-1)
+
     def _ctc_loss(self, memory: torch.Tensor, mem_mask: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Auxiliary CTC loss of the rows with a single-codebook target (see the module docstring): per target
         token, averaged over those rows; 0 (with zero gradients for every CTC head) when the batch has none. It
@@ -782,9 +792,7 @@ class Translator(nn.Module):
                 unused = unused + 0.0 * sum(p.sum() for p in head.parameters())
                 continue
             spec = self.vocab[m]
-            logits = head(memory.index_select(0, rows)).float()
-            n, s = logits.shape[:2]
-            logp = logits.view(n, s * up, spec.table_size).log_softmax(-1).transpose(0, 1)  # (S * up, n, V)
+            logp = self.ctc_log_probs(memory.index_select(0, rows), name).transpose(0, 1)  # (S * up, n, V)
             targets = batch.tgt_tokens.index_select(0, rows)[:, 1:, 0]
             lengths = content.index_select(0, rows)
             if name == "midi" and self._onset_ids is not None:

@@ -195,10 +195,10 @@ class EvalConfig:
             raise ValueError("eval.batch_size and eval.beam_size must be >= 1")
         if self.decoding not in DECODINGS:
             raise ValueError(f"eval.decoding must be one of {DECODINGS}, got {self.decoding!r}")
+        from musicmoe.data.tasks import TASKS
+
         self.task_decoding = {str(k): str(v) for k, v in dict(self.task_decoding).items()}
         for name, value in self.task_decoding.items():
-            from musicmoe.data.tasks import TASKS
-
             if name not in TASKS:
                 raise ValueError(f"eval.task_decoding: unknown task {name!r}; valid: {', '.join(TASKS)}")
             if value not in DECODINGS:

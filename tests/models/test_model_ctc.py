@@ -178,8 +178,6 @@ def _gen(model, batch, strategy, **kw):
 
 
 def test_ctc_decoding_is_the_collapsed_best_path_and_learns_the_targets(mt):
-    from musicmoe.models.generation import _ctc_log_probs
-
     model, batch, examples = _ctc_model(mt, 0)
     with torch.no_grad():
         memory, mask = model.encode(batch.src_tokens, batch.src_mask, batch.src_modality, batch.tgt_modality,
@@ -187,7 +185,7 @@ def test_ctc_decoding_is_the_collapsed_best_path_and_learns_the_targets(mt):
     for k, (row, ex) in enumerate(zip(_gen(model, batch, "ctc"), examples)):
         m = model.vocab[ex["tgt_modality"]]
         with torch.no_grad():
-            path = _ctc_log_probs(model, memory[k: k + 1], m.index)[0, : int(mask[k].sum()) * 2].argmax(-1).tolist()
+            path = model.ctc_log_probs(memory[k: k + 1], m.name)[0, : int(mask[k].sum()) * 2].argmax(-1).tolist()
         expected, prev = [], None
         for t in path:  # merge repeats, then drop blanks (PAD) and other specials
             if t != prev and t < m.vocab_size:
@@ -221,7 +219,12 @@ def test_rescore_keeps_the_hypothesis_with_the_better_joint_score(mt):
         att = _attention_log_probs(model, memory[idx], mask[idx], m, refs, None)
         out = model(mt.collate([examples[k] for k in lmx]))
         assert float(att.sum()) == pytest.approx(-float(out.ce_loss) * sum(len(r) + 1 for r in refs), rel=1e-4)
-        ctc = _ctc_log_likelihood(model, memory[idx], mask[idx], m, refs)
+
+        def ctc_ll(mem, msk, hyps):
+            return _ctc_log_likelihood(model.ctc_log_probs(mem, "lmx"), msk, model.config.ctc_upsample,
+                                       model.vocab["lmx"], hyps)
+
+        ctc = ctc_ll(memory[idx], mask[idx], refs)
         assert torch.isfinite(ctc).all() and (ctc < 0).all()
         for w in (0.0, 1.0, 0.5):
             greedy, best = _gen(model, batch, "greedy"), _gen(model, batch, "ctc")
@@ -229,7 +232,7 @@ def test_rescore_keeps_the_hypothesis_with_the_better_joint_score(mt):
             for k in lmx:
                 cands = [greedy[k], best[k]]
                 s = [(1 - w) * float(_attention_log_probs(model, memory[k: k + 1], mask[k: k + 1], m, [c], None))
-                     + w * float(_ctc_log_likelihood(model, memory[k: k + 1], mask[k: k + 1], m, [c]))
+                     + w * float(ctc_ll(memory[k: k + 1], mask[k: k + 1], [c]))
                      for c in cands]
                 assert chosen[k].tolist() == cands[0 if s[0] >= s[1] else 1].tolist()
     plain = Translator(mt.config(), mt.VOCAB).eval()

@@ -38,6 +38,7 @@ from torchmetrics.image import PeakSignalNoiseRatio
 from musicmoe.codecs.image.codec import ImageCodec, config_from_dict, ink_to_image
 from musicmoe.codecs.image.config import ImageCodecConfig
 from musicmoe.codecs.image.data import Collate, SystemImages, split_train_val
+from musicmoe.codecs.image.model import RQVAEOutput
 from musicmoe.config import save_config
 from musicmoe.data.shards import Corpus
 
@@ -108,16 +109,17 @@ class ImageCodecModule(L.LightningModule):
                 self.skipped[key] = error
                 log.warning("skipping unreadable image %s: %s", key, error)
 
-    def recon_loss(self, recon: torch.Tensor, target: torch.Tensor, logits: torch.Tensor | None = None) -> torch.Tensor:
-        loss = self.tcfg.loss
+    def recon_loss(self, out: RQVAEOutput, target: torch.Tensor) -> torch.Tensor:
+        """The configured reconstruction loss of a forward pass (BCE on the decoder's logits, else L1/L2 on ink)."""
+        loss, recon = self.tcfg.loss, out.recon
         if loss == "bce":
-            return F.binary_cross_entropy_with_logits(recon if logits is None else logits, target)
-        out = recon.new_zeros(())
+            return F.binary_cross_entropy_with_logits(out.logits, target)
+        total = recon.new_zeros(())
         if "l1" in loss:
-            out = out + F.l1_loss(recon, target)
+            total = total + F.l1_loss(recon, target)
         if "l2" in loss:
-            out = out + F.mse_loss(recon, target)
-        return out
+            total = total + F.mse_loss(recon, target)
+        return total
 
     # ---------------------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
@@ -135,7 +137,7 @@ class ImageCodecModule(L.LightningModule):
             return None
         self._empty_streak = 0
         out = self.codec(ink)
-        recon = self.recon_loss(out.recon, ink, out.logits)
+        recon = self.recon_loss(out, ink)
         loss = recon + out.commit_loss
         with torch.no_grad():
             psnr = psnr_from_mse(F.mse_loss(out.recon, ink).item())
