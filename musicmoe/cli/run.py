@@ -97,8 +97,11 @@ def experiment_config(config: str | Path, out: str | Path, overrides: list[str] 
 
     out = Path(out)
     given = load_config(config, list(overrides))  # which tasks and codecs the user's config asks for
-    placed = [f"run.out_dir={out}", f"corpus.out={out / 'corpus'}", f"tokenize.out={out / 'tokens'}",
-              f"data.tokens={out / 'tokens'}"]
+    # the folder the tokens stage writes is the one the model trains on: a user's data.tokens or tokenize.out
+    # (the last given) moves both
+    tokens = next((o.split("=", 1)[1] for o in reversed(list(overrides))
+                   if o.split("=", 1)[0].strip() in ("data.tokens", "tokenize.out") and "=" in o), str(out / "tokens"))
+    placed = [f"run.out_dir={out}", f"corpus.out={out / 'corpus'}", f"tokenize.out={tokens}", f"data.tokens={tokens}"]
     for kind in needed_codecs(given):
         if not given_codec(given, kind):
             placed.append(f"{kind}_codec.checkpoint={codec_dir(out, kind) / f'{kind}_codec.pt'}")

@@ -95,3 +95,15 @@ def test_shuffled_baselines_sit_beside_their_metric_and_checks_show_the_numbers(
     assert ok["passed"] and ok["message"] == "omr/ser = 0.3 < 0.5 * omr/ser_shuffled = 0.5 * 0.9 = 0.45"
     assert not bad["passed"] and "0.225 not > omr/ser = 0.3" in bad["message"]
     assert not nan["passed"] and "amt/onset_f1 has no value (NaN)" in nan["message"]
+
+
+def test_a_tokens_folder_given_by_the_user_is_written_and_read(tmp_path):
+    """``data.tokens=X`` (or ``tokenize.out=X``) makes the tokens stage write X and the model stage read X; by
+    default both are DIR/tokens."""
+    from musicmoe.cli.run import experiment_config
+
+    cfg = experiment_config("experiment/folk_omr.yaml", tmp_path / "run")
+    assert cfg.tokenize.out == cfg.data.tokens == str(tmp_path / "run" / "tokens")
+    for key in ("data.tokens", "tokenize.out"):
+        cfg = experiment_config("experiment/folk_omr.yaml", tmp_path / "run", [f"{key}={tmp_path / 'shared'}"])
+        assert cfg.tokenize.out == cfg.data.tokens == str(tmp_path / "shared")
