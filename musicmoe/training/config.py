@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEDULES = ("cosine", "linear", "constant")
+from musicmoe.schedules import SCHEDULES
+
 STRATEGIES = ("auto", "ddp", "deepspeed")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")

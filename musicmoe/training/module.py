@@ -12,7 +12,6 @@ then cosine/linear decay) — the shape DeepSpeed accepts.  Hyper-parameters sav
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import lightning.pytorch as pl
@@ -24,19 +23,8 @@ from musicmoe.models.config import ModelConfig
 from musicmoe.models.params import active_params, count_params, param_groups
 from musicmoe.models.translator import Translator
 from musicmoe.models.vocab import VocabSpec
+from musicmoe.schedules import lr_factor
 from musicmoe.training.config import OptimConfig
-
-
-def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
-    """Multiplier of the peak learning rate at optimiser ``step`` (0-based)."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
-    if schedule == "linear":
-        return 1.0 - (1.0 - min_ratio) * progress
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def optim_config(values: Mapping[str, Any]) -> OptimConfig:

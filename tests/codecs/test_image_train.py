@@ -126,6 +126,23 @@ def test_sigmoid_output_trained_with_bce_learns(codec_corpus, tmp_path):
     assert float(ink.min()) >= 0.0 and float(ink.max()) <= 1.0
 
 
+def test_learning_rate_schedule(tiny_corpus, tmp_path):
+    """Warm-up then cosine decay to min_lr_ratio x the peak at max_steps, logged as train/lr."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = load_config(None, [*tiny_overrides(tiny_corpus, tmp_path, "lr", 20), "image_codec.train.log_every=1",
+                             "image_codec.train.schedule=cosine", "image_codec.train.warmup_steps=5",
+                             "image_codec.train.min_lr_ratio=0.1"])
+    train_image_codec(cfg)
+    lr = {e.step: e.value for e in EventAccumulator(str(tmp_path / "lr" / "tb")).Reload().Scalars("train/lr")}
+    peak = 2e-3
+    assert lr[0] == pytest.approx(peak / 5) and lr[4] == pytest.approx(peak)
+    assert lr[12] == pytest.approx(peak * (0.1 + 0.45 * (1 + math.cos(math.pi * 7 / 15))))
+    assert lr[19] == pytest.approx(peak * (0.1 + 0.45 * (1 + math.cos(math.pi * 14 / 15))))
+    with pytest.raises(ValueError, match="schedule"):
+        load_config(None, ["image_codec.train.schedule=step"])
+
+
 @pytest.mark.slow
 def test_longer_training_halves_reconstruction_error(codec_corpus, tmp_path):
     errors, _, _ = train_and_measure(codec_corpus, tmp_path, "learn_long", 700)

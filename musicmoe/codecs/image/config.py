@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from musicmoe.schedules import SCHEDULES
+
 LOSSES = ("l1", "l2", "l1+l2", "bce")
 OUTPUTS = ("linear", "sigmoid")
 
@@ -20,8 +22,11 @@ class ImageCodecTrainConfig:
     crop_width: int = 256       # training windows: random crops this wide (multiple of patch), full height
     batch_size: int = 16
     max_steps: int = 100_000
-    lr: float = 3e-4            # AdamW
+    lr: float = 3e-4            # AdamW peak learning rate
     weight_decay: float = 1e-4  # applied to conv weights only
+    warmup_steps: int = 0       # linear warm-up to `lr`, then `schedule` down to `min_lr_ratio * lr` at max_steps
+    schedule: str = "constant"  # constant, cosine or linear (musicmoe.schedules)
+    min_lr_ratio: float = 0.1
     loss: str = "l2"            # reconstruction loss on ink in [0, 1]: l2, l1 or l1+l2 (L1 from scratch tends to
     #                             settle on all-white output first: most pixels are white, and L1 favours the median),
     #                             or bce (binary cross-entropy on the decoder's logits; needs `output: sigmoid`)
@@ -42,6 +47,10 @@ class ImageCodecTrainConfig:
             raise ValueError(f"image_codec.train.loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("image_codec.train.lr must be > 0 and weight_decay >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"image_codec.train.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError("image_codec.train.warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
         if min(self.val_every, self.log_every, self.ckpt_every) <= 0:
             raise ValueError("image_codec.train.val_every, log_every and ckpt_every must be > 0")
         if min(self.val_images, self.num_workers, self.threads) < 0:

@@ -5,7 +5,7 @@ Run folder ``{run.out_dir}/{run.name}`` (or ``run_dir``):
 - ``config.yaml``                 the resolved root config
 - ``checkpoints/last.ckpt``       Lightning checkpoint, every ``image_codec.train.ckpt_every`` steps and at the
                                   end; ``resume=True`` (``--resume``) continues from it
-- ``tb/``                         TensorBoard: train/{loss,recon,commit,psnr}, codes/{perplexity,dead_frac}_q<i>
+- ``tb/``                         TensorBoard: train/{loss,recon,commit,psnr,lr}, codes/{perplexity,dead_frac}_q<i>
                                   (usage over the last ``log_every`` steps), val/{mse,psnr}, val/reconstructions
                                   (originals above their reconstructions), data/skipped_images
 - ``val_reconstructions.png``     the latest validation grid
@@ -41,6 +41,7 @@ from musicmoe.codecs.image.data import Collate, SystemImages, split_train_val
 from musicmoe.codecs.image.model import RQVAEOutput
 from musicmoe.config import save_config
 from musicmoe.data.shards import Corpus
+from musicmoe.schedules import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,8 @@ class ImageCodecModule(L.LightningModule):
         self.log("train/recon", recon, batch_size=bs)
         self.log("train/commit", out.commit_loss, batch_size=bs)
         self.log("train/psnr", psnr, prog_bar=True, batch_size=bs)
+        if self._trainer is not None:
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         if (self.global_step + 1) % self.tcfg.log_every == 0:
             perplexity, dead = code_usage(self.code_counts)
             for q in range(self.cfg.codebooks):
@@ -192,13 +195,17 @@ class ImageCodecModule(L.LightningModule):
             tmp.replace(self.grid_path)
 
     # ------------------------------------------------------------------------------------- optimiser
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> dict[str, Any]:
+        tcfg = self.tcfg
         decay = [p for p in self.codec.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.codec.parameters() if p.requires_grad and p.ndim < 2]
-        return torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.tcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.tcfg.lr,
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=tcfg.lr,
         )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+            step, tcfg.warmup_steps, tcfg.max_steps, tcfg.schedule, tcfg.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 class ProgressLog(Callback):
