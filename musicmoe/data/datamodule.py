@@ -405,7 +405,7 @@ class TranslationDataModule(pl.LightningDataModule):
         codec = "" if pixels else str((codecs.get("image") or {}).get("path", ""))
         out: list[OnlineImageSource | None] = []
         for src, tok in zip(self.sources, self._tokens):
-            if "image" not in tok.modalities:
+            if not pixels and "image" not in tok.modalities:  # a pixel reader's images come from the corpus
                 out.append(None)
                 continue
             corpus = (self.data.corpus if not self.data.sources else "") or str(tok.meta.get("corpus", ""))

@@ -202,3 +202,22 @@ def test_online_pixel_augmentation_keeps_the_clean_grid(tokens_and_codecs, tmp_p
     batch = next(iter(loader))
     batch.check(dm.vocab)
     assert batch.src_features is not None
+
+
+def test_online_pixels_from_tokens_without_image_codes(tiny_corpus, tokens_and_codecs, tmp_path):
+    """A pixel reader's tokens need no image codes (the folk OMR experiment tokenizes without an image codec): the
+    online source still degrades the corpus crops."""
+    from musicmoe.config import load_config
+    from musicmoe.data.tokenize import tokenize
+
+    _, codecs = tokens_and_codecs
+    symbolic = tmp_path / "tokens-sym"
+    tokenize(tiny_corpus, symbolic, load_config(None, ["tokenize.workers=0"]), progress=False)
+    dm = _module(symbolic, codecs, tmp_path, "model.image_input=pixels", "data.image_source=online",
+                 "data.tasks.lmx2midi=0", "data.degrade.p_blur=1.0")
+    dm.prepare()
+    ds = dm.train_dataloader().dataset
+    assert ds.image_sources[0] is not None
+    task, item, _ = dm.sampler.batch(0)[0]
+    a, c = ds[(task, item, 11)], ds[(task, item, 12)]
+    assert not np.array_equal(a["src_features"], c["src_features"])
