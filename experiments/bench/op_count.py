@@ -14,7 +14,11 @@ Counted with a ``TorchDispatchMode`` (every aten call that reaches a kernel, for
   :class:`musicmoe.models.hostsync.HostSyncCounter`;
 * ``decode_compiled_<case>_<target>_recompiles`` / ``..._graph_breaks`` / ``..._same_tokens``: with ``--compile``,
   the decoding step compiled as one graph over a static cache (``torch._dynamo`` counters over ``--steps`` steps),
-  and whether it decodes the eager step's tokens.
+  and whether it decodes the eager step's tokens;
+* ``decode_compiled_<kind>_step_kernels`` and ``decode_compiled_<kind>_kernels_per_step``: with ``--compile inductor``,
+  the kernels one compiled decoder step launches (calls in the ``call`` function of inductor's generated code:
+  fused kernels, extern kernels such as ``addmm``, fallback aten operators; buffer allocation and views excluded),
+  and per greedy step that figure plus the eager operators around the step (output head, token choice, writes).
 
 Cases: ``fp32`` (float32 parameters), ``autocast`` (float32 parameters under bf16 autocast, as an AMP run) and
 ``bf16`` (bfloat16 parameters, as DeepSpeed's bf16 mode computes with fp32 master weights in the optimizer);
@@ -22,7 +26,7 @@ Cases: ``fp32`` (float32 parameters), ``autocast`` (float32 parameters under bf1
 
     python experiments/bench/op_count.py                    # every figure
     python experiments/bench/op_count.py --json counts.json --compile            # tracing only (fast)
-    python experiments/bench/op_count.py --cases bf16 --compile inductor         # compiled code as well
+    python experiments/bench/op_count.py --cases bf16 --compile inductor         # compiled code: kernels per step
 """
 
 from __future__ import annotations
@@ -124,8 +128,12 @@ def count_train_step(model: Translator, batch, amp: bool) -> OpCounter:
     return counter
 
 
-def count_decode(model: Translator, steps: int, amp: bool, src_len: int = 32) -> tuple[float, float]:
-    """(aten ops, host syncs) per cached greedy step: generate ``steps`` + 1 tokens minus generate 1 token."""
+def count_decode(model: Translator, steps: int, amp: bool, src_len: int = 32) -> tuple[float, float, float]:
+    """(aten ops, host syncs, aten ops outside the decoder step function) per cached greedy step: generate
+    ``steps`` + 1 tokens minus generate 1 token. Outside the step function: the output head, the token choice and
+    the writes of the decoding loop (what a compiled step leaves in eager mode)."""
+    from musicmoe.models import generation
+
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     model.eval()
     spec = VOCAB["image"]
@@ -133,16 +141,54 @@ def count_decode(model: Translator, steps: int, amp: bool, src_len: int = 32) ->
     src = torch.full((b, src_len, VOCAB.max_codebooks), spec.pad_id, dtype=torch.long)
     src[:, :, : spec.codebooks] = torch.randint(0, spec.vocab_size, (b, src_len, spec.codebooks))
     mask = torch.ones(b, src_len, dtype=torch.bool)
+    step_fn = generation._cached_step
+    inside = [0]
 
-    def run(n: int) -> tuple[int, int]:
-        with torch.no_grad(), ctx, OpCounter() as ops, HostSyncCounter() as syncs:
-            model.generate(src, mask, "image", "lmx", max_len=n, min_len=n)
-        return ops.total, len(syncs.events)
+    def counted_step(*args, **kwargs):  # the outer counter sees these operators too (modes stack)
+        with OpCounter() as ops:
+            out = step_fn(*args, **kwargs)
+        inside[0] += ops.total
+        return out
+
+    def run(n: int) -> tuple[int, int, int]:
+        inside[0] = 0
+        generation._cached_step = counted_step
+        try:
+            with torch.no_grad(), ctx, OpCounter() as ops, HostSyncCounter() as syncs:
+                model.generate(src, mask, "image", "lmx", max_len=n, min_len=n)
+        finally:
+            generation._cached_step = step_fn
+        return ops.total, len(syncs.events), ops.total - inside[0]
 
     run(2)
-    ops1, syncs1 = run(1)
-    ops_n, syncs_n = run(steps + 1)
-    return (ops_n - ops1) / steps, (syncs_n - syncs1) / steps
+    ops1, syncs1, out1 = run(1)
+    ops_n, syncs_n, out_n = run(steps + 1)
+    return (ops_n - ops1) / steps, (syncs_n - syncs1) / steps, (out_n - out1) / steps
+
+
+def compiled_step_kernels(model: Translator, steps: int) -> int:
+    """Kernel calls of one decoder step compiled by inductor: fused kernels, extern kernels and fallback aten
+    operators in the ``call`` function of the generated code (one graph, so one step runs it once)."""
+    import re
+
+    import torch._dynamo
+    from torch._inductor.utils import run_and_get_code
+
+    torch._dynamo.reset()
+    model.__dict__.pop("_compiled_steps", None)
+    spec = VOCAB["image"]
+    src = torch.full((2, 32, VOCAB.max_codebooks), spec.pad_id, dtype=torch.long)
+    src[:, :, : spec.codebooks] = torch.randint(0, spec.vocab_size, (2, 32, spec.codebooks))
+    mask = torch.ones(2, 32, dtype=torch.bool)
+    with torch.no_grad():
+        _, codes = run_and_get_code(lambda: model.generate(src, mask, "image", "lmx", max_len=steps,
+                                                           min_len=steps, compile_step="inductor"))
+    if len(codes) != 1:
+        raise RuntimeError(f"the decoding step compiled to {len(codes)} graphs, expected one")
+    body = codes[0].split("def call(", 1)[1]
+    kernel = re.compile(r"^\s*(?:\w+ = )?(?:cpp_fused_\w+|triton_\w+\.run|extern_kernels\.\w+|"
+                        r"torch\.ops\.\w+\.\w+(?:\.\w+)?|aten\.\w+(?:\.\w+)?)\(", re.M)
+    return len(kernel.findall(body))
 
 
 def compiled_decode(model: Translator, steps: int, backend: str) -> dict[str, float]:
@@ -182,32 +228,42 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--compile", nargs="?", const="eager", default=None, metavar="BACKEND",
                     help="also compile the decoding step (torch.compile backend, default 'eager': tracing only) and "
                          "count recompiles and graph breaks over --steps steps")
+    ap.add_argument("--kinds", default="dense,moe", help="comma-separated decoder kinds (dense, moe)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     batch = mixed_batch(args.batch, args.src_len, args.tgt_len)
     out: dict[str, float] = {}
+    kinds = args.kinds.split(",")
+    if not set(kinds) <= {"dense", "moe"}:
+        ap.error(f"--kinds: unknown {sorted(set(kinds) - {'dense', 'moe'})} (dense, moe)")
     for case in args.cases.split(","):
         if case not in ("fp32", "autocast", "bf16"):
             ap.error(f"--cases: unknown {case!r} (fp32, autocast, bf16)")
         dtype = torch.bfloat16 if case == "bf16" else torch.float32
-        for kind in ("dense", "moe"):
+        for kind in kinds:
             model = build(kind == "moe", dtype, max(args.src_len, args.tgt_len) + args.steps + 8)
             counter = count_train_step(model, batch, amp=case == "autocast")
             tag = f"{case}_{kind}"
             out[f"train_{tag}_aten_ops"] = counter.total
             out[f"train_{tag}_casts"] = counter.casts
             out[f"train_{tag}_view_backward_copies"] = counter.view_backward
-            ops, syncs = count_decode(model, args.steps, amp=case == "autocast")
+            ops, syncs, _ = count_decode(model, args.steps, amp=case == "autocast")
             out[f"decode_{tag}_ops_per_step"] = round(ops, 1)
             out[f"decode_{tag}_host_syncs_per_step"] = round(syncs, 2)
             for name in ("train_%s_aten_ops", "train_%s_casts", "train_%s_view_backward_copies",
                          "decode_%s_ops_per_step", "decode_%s_host_syncs_per_step"):
                 print(f"{name % tag} {out[name % tag]}", flush=True)
     if args.compile:
-        for kind in ("dense", "moe"):
+        for kind in kinds:
             model = build(kind == "moe", torch.float32, args.src_len + args.steps + 8)
-            for key, value in compiled_decode(model, args.steps, args.compile).items():
+            figures = compiled_decode(model, args.steps, args.compile)
+            if args.compile == "inductor":
+                kernels = compiled_step_kernels(model, 4)
+                figures["decode_compiled_step_kernels"] = kernels
+                figures["decode_compiled_kernels_per_step"] = round(
+                    kernels + count_decode(model, args.steps, amp=False)[2], 1)
+            for key, value in figures.items():
                 key = key.replace("decode_compiled", f"decode_compiled_{kind}")
                 out[key] = value
                 print(f"{key} {value}", flush=True)

@@ -9,6 +9,7 @@ every step; and ``experiments/bench/op_count.py`` on the paper layer structure (
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +206,21 @@ def test_op_count_figures_meet_the_cpu_budgets(tmp_path):
     assert figures["train_bf16_dense_aten_ops"] < 1500
     # the modality-routed experts in one grouped GEMM per projection: within a few ops per layer of the dense FFN
     assert figures["train_bf16_moe_aten_ops"] < 1500
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="inductor needs a C++ compiler")
+def test_compiled_decoding_step_kernels(tmp_path):
+    """The decoding step compiled by inductor (what a GPU replays as one CUDA graph): per decoder layer at most 13
+    kernels (6 GEMMs, 2 attention kernels, 3 residual add + LayerNorm, the rotary and cache write, the GELU), far
+    fewer per step than the eager step's operators; the step still decodes the eager step's tokens."""
+    out = tmp_path / "counts.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench" / "op_count.py"), "--cases", "fp32",
+                           "--kinds", "moe", "--compile", "inductor", "--steps", "8", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    layers = 12
+    assert figures["decode_compiled_moe_step_kernels"] <= 13 * layers + 1
+    assert figures["decode_compiled_moe_kernels_per_step"] < 0.65 * figures["decode_fp32_moe_ops_per_step"]
+    assert figures["decode_compiled_moe_lmx_same_tokens"] == 1 and figures["decode_compiled_moe_graph_breaks"] == 0
