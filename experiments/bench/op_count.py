@@ -42,6 +42,7 @@ import argparse
 import collections
 import contextlib
 import json
+import re
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -136,11 +137,7 @@ def count_decode(model: Translator, steps: int, amp: bool, src_len: int = 32) ->
 
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     model.eval()
-    spec = VOCAB["image"]
-    b = 2
-    src = torch.full((b, src_len, VOCAB.max_codebooks), spec.pad_id, dtype=torch.long)
-    src[:, :, : spec.codebooks] = torch.randint(0, spec.vocab_size, (b, src_len, spec.codebooks))
-    mask = torch.ones(b, src_len, dtype=torch.bool)
+    src, mask = random_sources(src_len)
     step_fn = generation._cached_step
     inside = [0]
 
@@ -166,29 +163,23 @@ def count_decode(model: Translator, steps: int, amp: bool, src_len: int = 32) ->
     return (ops_n - ops1) / steps, (syncs_n - syncs1) / steps, (out_n - out1) / steps
 
 
-def compiled_step_kernels(model: Translator, steps: int) -> int:
-    """Kernel calls of one decoder step compiled by inductor: fused kernels, extern kernels and fallback aten
-    operators in the ``call`` function of the generated code (one graph, so one step runs it once)."""
-    import re
-
-    import torch._dynamo
-    from torch._inductor.utils import run_and_get_code
-
-    torch._dynamo.reset()
-    model.__dict__.pop("_compiled_steps", None)
+def random_sources(src_len: int, rows: int = 2, generator: torch.Generator | None = None):
+    """(codes (rows, src_len, Qmax), mask) of random image-code sources to decode from."""
     spec = VOCAB["image"]
-    src = torch.full((2, 32, VOCAB.max_codebooks), spec.pad_id, dtype=torch.long)
-    src[:, :, : spec.codebooks] = torch.randint(0, spec.vocab_size, (2, 32, spec.codebooks))
-    mask = torch.ones(2, 32, dtype=torch.bool)
-    with torch.no_grad():
-        _, codes = run_and_get_code(lambda: model.generate(src, mask, "image", "lmx", max_len=steps,
-                                                           min_len=steps, compile_step="inductor"))
-    if len(codes) != 1:
-        raise RuntimeError(f"the decoding step compiled to {len(codes)} graphs, expected one")
-    body = codes[0].split("def call(", 1)[1]
-    kernel = re.compile(r"^\s*(?:\w+ = )?(?:cpp_fused_\w+|triton_\w+\.run|extern_kernels\.\w+|"
-                        r"torch\.ops\.\w+\.\w+(?:\.\w+)?|aten\.\w+(?:\.\w+)?)\(", re.M)
-    return len(kernel.findall(body))
+    src = torch.full((rows, src_len, VOCAB.max_codebooks), spec.pad_id, dtype=torch.long)
+    src[:, :, : spec.codebooks] = torch.randint(0, spec.vocab_size, (rows, src_len, spec.codebooks),
+                                                generator=generator)
+    return src, torch.ones(rows, src_len, dtype=torch.bool)
+
+
+KERNEL_CALL = re.compile(r"^\s*(?:\w+ = )?(?:cpp_fused_\w+|triton_\w+\.run|extern_kernels\.\w+|"
+                         r"torch\.ops\.\w+\.\w+(?:\.\w+)?|aten\.\w+(?:\.\w+)?)\(", re.M)
+
+
+def step_kernels(code: str) -> int:
+    """Kernel calls in the ``call`` function of inductor's generated code for one graph: fused kernels, extern
+    kernels and fallback aten operators (buffer allocations and views are not calls of this form)."""
+    return len(KERNEL_CALL.findall(code.split("def call(", 1)[1]))
 
 
 def compiled_decode(model: Translator, steps: int, backend: str) -> dict[str, float]:
@@ -199,17 +190,25 @@ def compiled_decode(model: Translator, steps: int, backend: str) -> dict[str, fl
 
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
+    from torch._inductor.utils import run_and_get_code
+
     model.eval()
-    spec = VOCAB["image"]
-    gen = torch.Generator().manual_seed(0)
-    src = torch.full((2, 32, VOCAB.max_codebooks), spec.pad_id, dtype=torch.long)
-    src[:, :, : spec.codebooks] = torch.randint(0, spec.vocab_size, (2, 32, spec.codebooks), generator=gen)
-    mask = torch.ones(2, 32, dtype=torch.bool)
+    src, mask = random_sources(32, generator=torch.Generator().manual_seed(0))
     out: dict[str, float] = {}
     with torch.no_grad():
         for tgt in ("lmx", "audio"):
             before = torch._dynamo.utils.counters["stats"].get("unique_graphs", 0)
-            compiled = model.generate(src, mask, "image", tgt, max_len=steps, min_len=steps, compile_step=backend)
+
+            def decode():
+                return model.generate(src, mask, "image", tgt, max_len=steps, min_len=steps, compile_step=backend)
+
+            if backend == "inductor" and tgt == "lmx":  # the generated code of the step, to count its kernels
+                compiled, codes = run_and_get_code(decode)
+                if len(codes) != 1:
+                    raise RuntimeError(f"the decoding step compiled to {len(codes)} graphs, expected one")
+                out["decode_compiled_step_kernels"] = step_kernels(codes[0])
+            else:
+                compiled = decode()
             graphs = torch._dynamo.utils.counters["stats"].get("unique_graphs", 0) - before
             eager = model.generate(src, mask, "image", tgt, max_len=steps, min_len=steps)
             out[f"decode_compiled_{tgt}_recompiles"] = max(0, graphs - 1)
@@ -258,11 +257,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         for kind in kinds:
             model = build(kind == "moe", torch.float32, args.src_len + args.steps + 8)
             figures = compiled_decode(model, args.steps, args.compile)
-            if args.compile == "inductor":
-                kernels = compiled_step_kernels(model, 4)
-                figures["decode_compiled_step_kernels"] = kernels
+            if "decode_compiled_step_kernels" in figures:  # inductor: plus the eager operators around the step
                 figures["decode_compiled_kernels_per_step"] = round(
-                    kernels + count_decode(model, args.steps, amp=False)[2], 1)
+                    figures["decode_compiled_step_kernels"] + count_decode(model, args.steps, amp=False)[2], 1)
             for key, value in figures.items():
                 key = key.replace("decode_compiled", f"decode_compiled_{kind}")
                 out[key] = value
