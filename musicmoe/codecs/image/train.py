@@ -152,8 +152,7 @@ class ImageCodecModule(L.LightningModule):
         self.log("train/recon", recon, batch_size=bs)
         self.log("train/commit", out.commit_loss, batch_size=bs)
         self.log("train/psnr", psnr, prog_bar=True, batch_size=bs)
-        if self._trainer is not None:
-            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=bs)
         if (self.global_step + 1) % self.tcfg.log_every == 0:
             perplexity, dead = code_usage(self.code_counts)
             for q in range(self.cfg.codebooks):
