@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from musicmoe.data.degrade import DegradeConfig
+from musicmoe.data.mel_degrade import MelDegradeConfig
 from musicmoe.data.mix import CorpusSource, validate_sources
 
 IMAGE_SOURCES = ("tokens", "online")
@@ -29,6 +30,10 @@ class DataConfig:
     corpus the tokens were made from), applies a random degradation (``degrade``, see musicmoe/data/degrade.py)
     and encodes it with the image codec (or, with ``model.image_input: pixels``, cuts it into patches on the clean
     crop's grid) in the loader workers, so every draw sees a fresh degradation (augmentation).
+
+    ``audio_degrade`` (``enabled: true``) likewise degrades the log-mel frames of audio sources read as features
+    (``model.audio_input: mel``) in every training draw: gain, equalization, noise floor, smearing, masks (see
+    musicmoe/data/mel_degrade.py).  Evaluation always reads clean sources.
     """
 
     tokens: str = "runs/tokens"
@@ -43,6 +48,7 @@ class DataConfig:
     image_source: str = "tokens"
     corpus: str = ""
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
+    audio_degrade: MelDegradeConfig = field(default_factory=MelDegradeConfig)
     pad_to_multiple: int = 1
 
     def __post_init__(self) -> None:

@@ -19,8 +19,9 @@ Image sources (``data.image_source``): "tokens" uses the codes in the token shar
 ``musicmoe data tokenize`` made) or, for a model that reads pixels, the clean crops; "online" reads the clean crop
 from the corpus, degrades it (``data.degrade``) with a generator seeded by (seed, batch, position) and, inside the
 loader (worker) process, encodes it with the image codec or (``model.image_input: pixels``) cuts it into pixel
-patches on the clean crop's grid: every draw of an example is a new augmentation.  Targets always come from the
-shards; evaluation always reads clean sources.
+patches on the clean crop's grid: every draw of an example is a new augmentation.  Audio sources read as log-mel
+frames are degraded likewise when ``data.audio_degrade.enabled`` (musicmoe/data/mel_degrade.py).  Targets always
+come from the shards; evaluation always reads clean sources.
 """
 
 from __future__ import annotations
@@ -256,13 +257,15 @@ class TranslationDataset(Dataset):
     """Map-style dataset indexed by ``(stream, item, draw_seed)``: one source/target pair for ``collate``.
 
     ``views[c]`` is corpus ``c``'s token split as the model reads it (a
-    :class:`~musicmoe.data.features.SourceView`); ``image_sources[c]`` (optional) its online image source."""
+    :class:`~musicmoe.data.features.SourceView`); ``image_sources[c]`` (optional) its online image source;
+    ``audio_degrader`` (optional) degrades log-mel audio sources with a generator seeded by the draw."""
 
     def __init__(self, views: Sequence[Any], image_sources: Sequence[OnlineImageSource | None] | None = None,
-                 names: Sequence[str] | None = None) -> None:
+                 names: Sequence[str] | None = None, audio_degrader: Callable[..., np.ndarray] | None = None) -> None:
         self.views = list(views)
         self.image_sources = list(image_sources or [None] * len(self.views))
         self.names = list(names or [""] * len(self.views))
+        self.audio_degrader = audio_degrader
 
     @property
     def tokens(self) -> list[Any]:
@@ -286,6 +289,8 @@ class TranslationDataset(Dataset):
                 out["src_features"], out["src_rows"] = image_source.pixels(rec["key"], draw)
             else:
                 out["src"] = image_source.codes(rec["key"], draw)
+        if task.source == "audio" and self.audio_degrader is not None and "src_features" in out:
+            out["src_features"] = self.audio_degrader(out["src_features"], np.random.default_rng(draw))
         out["corpus"] = self.names[corpus]
         return out
 
@@ -415,6 +420,20 @@ class TranslationDataModule(pl.LightningDataModule):
             out.append(OnlineImageSource(corpus, codec, self.data.degrade, self.cfg.model.patch))
         return out
 
+    def _audio_degrader(self) -> Any:
+        """The log-mel degrader of ``data.audio_degrade`` when it is on and a task reads audio (as mel frames)."""
+        cfg = self.data.audio_degrade
+        if not cfg.active or not any(t.source == "audio" for t in self.tasks):
+            return None
+        from musicmoe.data.features import FeatureSpec
+        from musicmoe.data.mel_degrade import MelDegrader
+
+        spec = FeatureSpec.from_model(self.cfg.model)
+        if not spec.audio:
+            raise ValueError("data.audio_degrade degrades log-mel frames: it needs model.audio_input=mel "
+                             f"(got {self.cfg.model.audio_input!r})")
+        return MelDegrader(cfg, spec.mel_stack)
+
     def weights(self, step: int) -> dict[int, float]:
         """Stream id -> sampling weight at optimiser ``step`` (corpus share x task share)."""
         w = task_weights(self.data.tasks, self.data.curriculum, step)
@@ -445,7 +464,8 @@ class TranslationDataModule(pl.LightningDataModule):
                      pad_to_multiple=self.data.pad_to_multiple)
         workers = self.data.num_workers
         return DataLoader(
-            TranslationDataset(self._views, self._image_sources(), [src.name for src in self.sources]),
+            TranslationDataset(self._views, self._image_sources(), [src.name for src in self.sources],
+                               self._audio_degrader()),
             batch_sampler=self.sampler, collate_fn=fn, num_workers=workers, persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init if workers > 0 else None,
         )
