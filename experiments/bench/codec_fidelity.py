@@ -3,7 +3,7 @@
 Usage:
   python experiments/bench/codec_fidelity.py --omr-ckpt runs/folk_omr/model/checkpoints/last.ckpt \
       --image-codec runs/folk/image_codec/image_codec.pt [--amt-ckpt ... --audio-codec ...] \
-      [--split test] [--limit 200] [--blur 0.6] [--json OUT.json]
+      [--split test] [--limit 200] [--blur 0.6] [--noise-snr 20] [--json OUT.json]
 
 An OMR model that reads pixels (``model.image_input=pixels``) is scored (SER, greedy decoding, the evaluation's
 decode budget) on the held-out crops as they are and on the image codec's reconstructions of the same crops
@@ -11,7 +11,8 @@ decode budget) on the held-out crops as they are and on the image codec's recons
 codec's reconstruction (onset F1, mir_eval). The difference is the codec's cost to a reader trained on clean
 inputs; the README's fidelity figures come from this script. ``--blur SIGMA`` adds a reference row: the same reader
 on the original crops under a Gaussian blur of SIGMA pixels, which tells a reader thrown by any softening (a reader
-problem) from a codec that loses the music. Prints one table and writes JSON.
+problem) from a codec that loses the music; ``--noise-snr DB`` likewise scores the AMT reader on the original audio
+with white noise added at DB dB signal-to-noise ratio. Prints one table and writes JSON.
 """
 
 from __future__ import annotations
@@ -61,6 +62,19 @@ def gaussian_blur(sigma: float):
     return lambda image: np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(sigma)))
 
 
+def white_noise(snr_db: float, seed: int = 0):
+    """``(wave, sample_rate)`` -> the same wave plus white Gaussian noise ``snr_db`` dB below its mean power."""
+    import numpy as np
+
+    def add(wave, sr):
+        x = np.asarray(wave, dtype=np.float32)
+        rng = np.random.default_rng(seed + len(x))
+        level = float(np.sqrt(np.mean(x.astype(np.float64) ** 2) * 10 ** (-snr_db / 10)))
+        return (x + rng.normal(0.0, level, size=x.shape)).astype(np.float32), sr
+
+    return add
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--omr-ckpt", help="OMR reader of pixels (a .ckpt or exported file)")
@@ -71,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N examples of the split (0 = all)")
     ap.add_argument("--blur", type=float, default=0.0,
                     help="also score the OMR reader on the original crops blurred by this Gaussian sigma (pixels)")
+    ap.add_argument("--noise-snr", type=float, default=None,
+                    help="also score the AMT reader on the original audio plus white noise at this SNR (dB)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
     if not ((args.omr_ckpt and args.image_codec) or (args.amt_ckpt and args.audio_codec)):
@@ -101,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"task": "amt", "metric": "onset_f1", "original": clean["onset_f1"],
                      "reconstructed": recon["onset_f1"], "codec": args.audio_codec,
                      "seconds": round(time.time() - t0, 1)})
+        if args.noise_snr is not None:
+            noisy = score(args.amt_ckpt, "amt", {"audio": white_noise(args.noise_snr)}, args.split, args.limit)
+            rows.append({"task": "amt", "metric": "onset_f1", "original": clean["onset_f1"],
+                         "reconstructed": noisy["onset_f1"],
+                         "codec": f"reference: white noise, SNR {args.noise_snr:g} dB"})
     print("| task | metric | input | original | transformed | difference |")
     print("|---|---|---|---|---|---|")
     for r in rows:
