@@ -72,3 +72,22 @@ def test_resume_continues_the_run_and_reports_corrupt_audio(tiny_corpus, tmp_pat
     second = train_audio_codec(longer, resume=True)
     assert second["global_step"] == 9 and second["steps_this_run"] == 3
     assert second["val_before"] == first["val_before"]  # the run's starting point is kept
+
+
+def test_learning_rate_schedule(tiny_corpus, tmp_path):
+    """Warm-up then a linear decay to min_lr_ratio x the peak at max_steps, logged as train/lr; a bad schedule name
+    is refused with its key."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = _cfg(tiny_corpus, tmp_path, "audio_codec.train.max_steps=12", "audio_codec.train.log_every=1",
+               "audio_codec.train.val_every=12", "audio_codec.train.ckpt_every=12",
+               "audio_codec.train.schedule=linear", "audio_codec.train.warmup_steps=4",
+               "audio_codec.train.min_lr_ratio=0.2")
+    train_audio_codec(cfg)
+    events = EventAccumulator(str(tmp_path / "ac" / "tb")).Reload()
+    lr = {e.step: e.value for e in events.Scalars("train/lr")}
+    peak = 3e-3
+    assert lr[0] == pytest.approx(peak / 4) and lr[3] == pytest.approx(peak)
+    assert lr[8] == pytest.approx(peak * (1 - 0.8 * 4 / 8)) and lr[11] == pytest.approx(peak * (1 - 0.8 * 7 / 8))
+    with pytest.raises(ValueError, match="audio_codec.train.schedule"):
+        load_config(None, ["audio_codec.train.schedule=step"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from musicmoe.schedules import SCHEDULES
+
 PUBLISHED_BANDWIDTHS = (1.5, 3.0, 6.0, 12.0, 24.0)
 
 
@@ -17,6 +19,9 @@ class AudioCodecTrainConfig:
     batch_size: int = 16
     segment_seconds: float = 1.0   # random crops of this length
     lr: float = 3e-4               # Adam, betas (0.5, 0.9) as EnCodec
+    warmup_steps: int = 0          # linear warm-up to `lr`, then `schedule` down to `min_lr_ratio * lr` at max_steps
+    schedule: str = "constant"     # constant, cosine or linear (musicmoe.schedules)
+    min_lr_ratio: float = 0.1
     l1_weight: float = 0.1         # waveform L1
     stft_weight: float = 1.0       # multi-resolution STFT loss (spectral convergence + log magnitude)
     mel_weight: float = 1.0        # multi-scale mel loss (EnCodec's frequency-domain loss)
@@ -41,6 +46,10 @@ class AudioCodecTrainConfig:
             raise ValueError("audio_codec.train.val_every, log_every, ckpt_every and val_examples must be > 0")
         if min(self.num_workers, self.threads, self.quantizer_warmup_steps) < 0:
             raise ValueError("audio_codec.train.num_workers, threads and quantizer_warmup_steps must be >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"audio_codec.train.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError("audio_codec.train.warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
 
 
 @dataclass

@@ -151,6 +151,7 @@ class AudioCodecModule(L.LightningModule):
         parts = self.losses(x, y, commit)
         self.log_dict({f"train/{k}": v for k, v in parts.items()}, prog_bar=False, batch_size=len(x))
         self.log("loss", parts["loss"], prog_bar=True, logger=False, batch_size=len(x))
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=len(x))
         return parts["loss"]
 
     def validation_step(self, batch: tuple[torch.Tensor, list[str]], batch_idx: int) -> None:
@@ -169,8 +170,14 @@ class AudioCodecModule(L.LightningModule):
                 tb.add_audio(f"audio/{j}_reconstruction", y[j].float().cpu().clamp(-1, 1), self.global_step, sr)
             self._logged_reference = True
 
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.train.lr, betas=(0.5, 0.9))
+    def configure_optimizers(self) -> dict[str, Any]:
+        from musicmoe.schedules import lr_factor
+
+        t = self.cfg.train
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=(0.5, 0.9))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+            step, t.warmup_steps, t.max_steps, t.schedule, t.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 @torch.no_grad()
