@@ -2,13 +2,14 @@
 
 The audio counterpart of :mod:`musicmoe.data.degrade`: a transcriber trained on the clean synthesized audio of a
 corpus reads only that audio; recorded, compressed or codec-decoded audio differs from it by a level, a colouring
-(microphone, room, codec), a noise floor and a loss of sharpness in time and frequency.  These are applied to the
+(microphone, room, codec), a noise floor, noise that follows the music (a lossy codec's quantization noise spreads
+around the notes it codes) and a loss of sharpness in time and frequency.  These are applied to the
 cached log-mel features (``(T, mel_bins * mel_stack)``, natural log of filterbank power, see
 :func:`musicmoe.data.features.log_mel`), so augmenting costs well under a millisecond per example instead of a
 new STFT (~0.1 s).  Each op runs with its own probability and strength from :class:`MelDegradeConfig`; every
 random number comes from the numpy ``Generator`` given, and each call draws the same ones whatever the
 probabilities (so a seeded generator reproduces an example, and changing one probability does not reshuffle the
-others).  Order: smear (frequency, then time), equalization and gain, noise floor, masks.
+others).  Order: smear (frequency, then time), equalization and gain, noise floor, envelope noise, masks.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-OPS = ("smear_freq", "smear_time", "eq", "gain", "noise", "mask")
+OPS = ("smear_freq", "smear_time", "eq", "gain", "noise", "envelope_noise", "mask")
 LN10_DB = math.log(10.0) / 10.0  # natural-log power per dB
 
 
@@ -38,6 +39,10 @@ class MelDegradeConfig:
     gain_db: float = 12.0     # level change drawn in [-gain_db, gain_db]
     p_noise: float = 0.5
     snr_db: list[float] = field(default_factory=lambda: [10.0, 40.0])  # signal to (coloured) noise power
+    p_envelope_noise: float = 0.5
+    envelope_snr_db: list[float] = field(default_factory=lambda: [5.0, 25.0])  # music to noise in each region
+    envelope_bins: float = 4.0    # the noise follows the power blurred by this many filter bins (Gaussian sigma)
+    envelope_frames: float = 3.0  # ... and this many frames
     p_mask: float = 0.2
     mask_frames: int = 4      # up to this many consecutive frames set to the noise floor (one time mask)
     mask_bins: int = 8        # up to this many consecutive filter bins likewise (one frequency mask)
@@ -47,12 +52,13 @@ class MelDegradeConfig:
             p = getattr(self, f"p_{op}")
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"audio_degrade.p_{op} must be a probability in [0, 1], got {p}")
-        for name in ("smear_freq_bins", "smear_time_frames", "snr_db"):
+        for name in ("smear_freq_bins", "smear_time_frames", "snr_db", "envelope_snr_db"):
             rng = getattr(self, name)
-            if len(rng) != 2 or rng[0] > rng[1] or (name != "snr_db" and rng[0] < 0):
+            db = name.endswith("snr_db")
+            if len(rng) != 2 or rng[0] > rng[1] or (not db and rng[0] < 0):
                 raise ValueError(f"audio_degrade.{name} must be [low, high] with low <= high"
-                                 f"{' and low >= 0' if name != 'snr_db' else ''}, got {rng}")
-        for name in ("eq_db", "gain_db"):
+                                 f"{'' if db else ' and low >= 0'}, got {rng}")
+        for name in ("eq_db", "gain_db", "envelope_bins", "envelope_frames"):
             if getattr(self, name) < 0:
                 raise ValueError(f"audio_degrade.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("eq_bumps", "mask_frames", "mask_bins"):
@@ -64,27 +70,13 @@ class MelDegradeConfig:
         return self.enabled and any(getattr(self, f"p_{op}") > 0 for op in OPS)
 
 
-def _gaussian_kernel(sigma: float) -> np.ndarray:
-    radius = max(1, int(math.ceil(3 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
 def smear(power: np.ndarray, sigma: float, axis: int) -> np.ndarray:
-    """Gaussian blur of a ``(frames, bins)`` power array along ``axis`` (edges replicated)."""
+    """Gaussian blur of a ``(frames, bins)`` power array along ``axis`` (edges replicated; scipy)."""
     if sigma <= 0:
         return power
-    k = _gaussian_kernel(sigma)
-    r = len(k) // 2
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (r, r)
-    padded = np.pad(power, pad, mode="edge")
-    out = np.zeros_like(power)
-    n = power.shape[axis]
-    for i, w in enumerate(k):
-        out += w * (padded[i:i + n] if axis == 0 else padded[:, i:i + n])
-    return out
+    from scipy.ndimage import gaussian_filter1d
+
+    return gaussian_filter1d(power, sigma, axis=axis, mode="nearest", truncate=3.0)
 
 
 def eq_curve(bins: int, peak_db: float, bumps: np.ndarray) -> np.ndarray:
@@ -111,6 +103,8 @@ def degrade_mel(features: np.ndarray, cfg: MelDegradeConfig, rng: np.random.Gene
     gain = rng.uniform(-cfg.gain_db, cfg.gain_db) * LN10_DB
     snr = rng.uniform(*cfg.snr_db)
     colour = rng.random(3)
+    env_snr = rng.uniform(*cfg.envelope_snr_db)
+    env_seed = int(rng.integers(0, 2**31))
     mask = rng.random(4)
     seed = int(rng.integers(0, 2**31))
     if not cfg.enabled:
@@ -142,6 +136,12 @@ def degrade_mel(features: np.ndarray, cfg: MelDegradeConfig, rng: np.random.Gene
         cells = np.random.default_rng(seed).exponential(1.0, size=power.shape)
         logp = np.log(power + level * shape * cells).astype(np.float32)
         floor = float(np.log(level * shape.min() + 1e-12))
+    if do["envelope_noise"]:
+        # noise shaped like the music's power blurred in time and frequency, env_snr dB below it
+        power = np.exp(logp.astype(np.float64))
+        envelope = smear(smear(power, cfg.envelope_bins, axis=1), cfg.envelope_frames, axis=0)
+        cells = np.random.default_rng(env_seed).exponential(1.0, size=power.shape)
+        logp = np.log(power + envelope * 10 ** (-env_snr / 10) * cells).astype(np.float32)
     if do["mask"]:
         if cfg.mask_frames:
             n = 1 + int(mask[0] * cfg.mask_frames)

@@ -114,3 +114,15 @@ def test_datamodule_degrades_mel_sources_per_draw(tokens_and_codecs, tmp_path):
     codes.prepare()
     with pytest.raises(ValueError, match="model.audio_input=mel"):
         codes.train_dataloader()
+
+
+def test_envelope_noise_follows_the_music(mel):
+    """Noise shaped by the blurred power: it lands beside the loud cells (around the notes), not in the silence far
+    from them, unlike the stationary noise floor."""
+    clean = mel.astype(np.float32)
+    out = degrade_mel(mel, only("envelope_noise", envelope_snr_db=[10.0, 10.0]), np.random.default_rng(2),
+                      stack=2).astype(np.float32)
+    floor = degrade_mel(mel, only("noise", snr_db=[10.0, 10.0]), np.random.default_rng(2), stack=2).astype(np.float32)
+    quiet = clean < np.quantile(clean, 0.2)
+    assert (out - clean)[quiet].mean() < 0.5 * (floor - clean)[quiet].mean()
+    assert (out - clean).mean() > 0.05
