@@ -18,7 +18,9 @@ Counted with a ``TorchDispatchMode`` (every aten call that reaches a kernel, for
 * ``decode_compiled_<kind>_step_kernels`` and ``decode_compiled_<kind>_kernels_per_step``: with ``--compile inductor``,
   the kernels one compiled decoder step launches (calls in the ``call`` function of inductor's generated code:
   fused kernels, extern kernels such as ``addmm``, fallback aten operators; buffer allocation and views excluded),
-  and per greedy step that figure plus the eager operators around the step (output head, token choice, writes).
+  and per greedy step that figure plus the eager operators between two compiled steps (greedy decoding compiles
+  the whole step: decoder, output head, decoding rules, token choice and writes; outside it only the read-back of
+  "has every row ended?" every 16 steps).
 
 Cases: ``fp32`` (float32 parameters), ``autocast`` (float32 parameters under bf16 autocast, as an AMP run) and
 ``bf16`` (bfloat16 parameters, as DeepSpeed's bf16 mode computes with fp32 master weights in the optimizer);
@@ -129,38 +131,52 @@ def count_train_step(model: Translator, batch, amp: bool) -> OpCounter:
     return counter
 
 
-def count_decode(model: Translator, steps: int, amp: bool, src_len: int = 32) -> tuple[float, float, float]:
-    """(aten ops, host syncs, aten ops outside the decoder step function) per cached greedy step: generate
-    ``steps`` + 1 tokens minus generate 1 token. Outside the step function: the output head, the token choice and
-    the writes of the decoding loop (what a compiled step leaves in eager mode)."""
-    from musicmoe.models import generation
-
+def count_decode(model: Translator, steps: int, amp: bool, src_len: int = 32) -> tuple[float, float]:
+    """(aten ops, host syncs) per cached greedy step (eager): generate ``steps`` + 1 tokens minus generate 1 token."""
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     model.eval()
     src, mask = random_sources(src_len)
-    step_fn = generation._cached_step
+
+    def run(n: int) -> tuple[int, int]:
+        with torch.no_grad(), ctx, OpCounter() as ops, HostSyncCounter() as syncs:
+            model.generate(src, mask, "image", "lmx", max_len=n, min_len=n)
+        return ops.total, len(syncs.events)
+
+    run(2)
+    ops1, syncs1 = run(1)
+    ops_n, syncs_n = run(steps + 1)
+    return (ops_n - ops1) / steps, (syncs_n - syncs1) / steps
+
+
+def count_outside_fused_step(model: Translator, steps: int, src_len: int = 32) -> float:
+    """Aten ops per greedy step that run outside the fused step (``generate(compile_step=...)`` decodes greedily
+    with :func:`musicmoe.models.generation.compiled_greedy_step`, here replaced by the plain step): what a compiled
+    decoding loop still launches between two compiled steps."""
+    from musicmoe.models import generation
+
+    model.eval()
+    src, mask = random_sources(src_len)
     inside = [0]
 
     def counted_step(*args, **kwargs):  # the outer counter sees these operators too (modes stack)
         with OpCounter() as ops:
-            out = step_fn(*args, **kwargs)
+            generation._greedy_step(*args, **kwargs)
         inside[0] += ops.total
-        return out
 
-    def run(n: int) -> tuple[int, int, int]:
+    def run(n: int) -> int:
         inside[0] = 0
-        generation._cached_step = counted_step
-        try:
-            with torch.no_grad(), ctx, OpCounter() as ops, HostSyncCounter() as syncs:
-                model.generate(src, mask, "image", "lmx", max_len=n, min_len=n)
-        finally:
-            generation._cached_step = step_fn
-        return ops.total, len(syncs.events), ops.total - inside[0]
+        with torch.no_grad(), OpCounter() as ops:
+            model.generate(src, mask, "image", "lmx", max_len=n, min_len=n, compile_step=True)
+        return ops.total - inside[0]
 
-    run(2)
-    ops1, syncs1, out1 = run(1)
-    ops_n, syncs_n, out_n = run(steps + 1)
-    return (ops_n - ops1) / steps, (syncs_n - syncs1) / steps, (out_n - out1) / steps
+    compiled = generation.compiled_greedy_step
+    generation.compiled_greedy_step = lambda model, backend="inductor": counted_step
+    try:
+        run(2)
+        one, many = run(1), run(steps + 1)
+    finally:
+        generation.compiled_greedy_step = compiled
+    return (many - one) / steps
 
 
 def random_sources(src_len: int, rows: int = 2, generator: torch.Generator | None = None):
@@ -247,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             out[f"train_{tag}_aten_ops"] = counter.total
             out[f"train_{tag}_casts"] = counter.casts
             out[f"train_{tag}_view_backward_copies"] = counter.view_backward
-            ops, syncs, _ = count_decode(model, args.steps, amp=case == "autocast")
+            ops, syncs = count_decode(model, args.steps, amp=case == "autocast")
             out[f"decode_{tag}_ops_per_step"] = round(ops, 1)
             out[f"decode_{tag}_host_syncs_per_step"] = round(syncs, 2)
             for name in ("train_%s_aten_ops", "train_%s_casts", "train_%s_view_backward_copies",
@@ -259,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             figures = compiled_decode(model, args.steps, args.compile)
             if "decode_compiled_step_kernels" in figures:  # inductor: plus the eager operators around the step
                 figures["decode_compiled_kernels_per_step"] = round(
-                    figures["decode_compiled_step_kernels"] + count_decode(model, args.steps, amp=False)[2], 1)
+                    figures["decode_compiled_step_kernels"] + count_outside_fused_step(model, args.steps), 2)
             for key, value in figures.items():
                 key = key.replace("decode_compiled", f"decode_compiled_{kind}")
                 out[key] = value

@@ -113,11 +113,14 @@ class _Stepper(ABC):
         frame[:, : codes.shape[1]] = codes
         return frame
 
-    def _first_constraints(self, logits: torch.Tensor, produced: int) -> torch.Tensor:
-        """Codebook-0 / single-stream rule after ``produced`` tokens (frames): no PAD/BOS, no EOS before
-        ``min_len``; finished rows may only pad."""
-        logits = logits + (self._bias_first_no_eos if produced < self.min_len else self._bias_first)
-        return _force(logits, self.finished, self._pad_only)  # on the device: no read-back
+    def _first_constraints(self, logits: torch.Tensor, produced: int | torch.Tensor) -> torch.Tensor:
+        """Codebook-0 / single-stream rule after ``produced`` tokens (frames; an int, or a (1,) device tensor in the
+        fused greedy step): no PAD/BOS, no EOS before ``min_len``; finished rows may only pad."""
+        if isinstance(produced, torch.Tensor):
+            bias = torch.where(produced < self.min_len, self._bias_first_no_eos, self._bias_first)
+        else:
+            bias = self._bias_first_no_eos if produced < self.min_len else self._bias_first
+        return _force(logits + bias, self.finished, self._pad_only)  # on the device: no read-back
 
     def _content_only(self, logits: torch.Tensor) -> torch.Tensor:
         return logits + self._bias_content
@@ -135,6 +138,12 @@ class _Stepper(ABC):
         new = (frame[:, 0] == self.spec.eos_id) & ~self.finished
         self.length = torch.where(new, step, self.length)
         self.finished |= new
+
+    def update_(self, frame: torch.Tensor, pos: torch.Tensor) -> None:
+        """:meth:`update` in place, at the device-side step ``pos`` (1,) (the fused greedy step)."""
+        new = (frame[:, 0] == self.spec.eos_id) & ~self.finished
+        self.length.copy_(torch.where(new, pos, self.length))
+        self.finished.logical_or_(new)
 
     def reorder(self, index: torch.Tensor) -> None:
         self.finished = self.finished[index]
@@ -279,6 +288,34 @@ def compiled_step(model: Translator, backend: str = "inductor") -> Callable:
     return store[backend]
 
 
+def _argmax(logits: torch.Tensor, need_logp: bool = False) -> tuple[torch.Tensor, None]:
+    return logits.argmax(-1), None
+
+
+def _greedy_step(model: Translator, stepper: _Stepper, seq: torch.Tensor, tgt_mod: torch.Tensor, cache) -> None:
+    """One greedy decoding step wholly on the device, over a static cache: the decoder step, the output head, the
+    decoding rules and the argmax; the new frame is written into ``seq`` after the cache's position and the rows'
+    end state is updated in place. Nothing is read back, and every call has the same shapes (one compiled graph:
+    :func:`compiled_greedy_step`)."""
+    pos = cache.clock.pos.clone()  # frames produced so far (the decoder call advances the clock)
+    h = model.decode(seq.index_select(1, pos), tgt_mod, cache=cache)[0][:, -1]
+    tok0, _ = _argmax(stepper.first_logits(h, pos))
+    frame, _ = stepper.complete(h, tok0, pos, _argmax)
+    stepper.update_(frame, pos)
+    seq.index_copy_(1, pos + 1, frame[:, None])
+
+
+def compiled_greedy_step(model: Translator, backend: str = "inductor") -> Callable:
+    """:func:`_greedy_step` compiled as one graph (``fullgraph``), as :func:`compiled_step`: the whole greedy step in
+    one graph (on CUDA one CUDA graph), so no operator runs between two steps. Kept on the model per backend."""
+    store = model.__dict__.setdefault("_compiled_greedy_steps", {})
+    if backend not in store:
+        on_cuda = next(model.parameters()).is_cuda
+        mode = "reduce-overhead" if on_cuda and backend == "inductor" else None
+        store[backend] = torch.compile(_greedy_step, fullgraph=True, dynamic=False, backend=backend, mode=mode)
+    return store[backend]
+
+
 def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, m: int, max_len: int,
                  strategy: str, beam_size: int, pick: Picker, use_cache: bool, min_len: int,
                  length_penalty: float, tgt_rows: torch.Tensor | None = None,
@@ -302,13 +339,23 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
                                  rows_per_modality=tuple(rows if i == m else 0 for i in range(len(MODALITIES))),
                                  static=bool(compile_step))
              if use_cache else None)
-    step_fn = (compiled_step(model, compile_step if isinstance(compile_step, str) else "inductor")
-               if compile_step and use_cache else _cached_step)
+    backend = compile_step if isinstance(compile_step, str) else "inductor"
+    step_fn = compiled_step(model, backend) if compile_step and use_cache else _cached_step
+    # greedy decoding of a single stream or a sub-decoder frame: the whole step (head and token choice included)
+    # is one compiled graph
+    fused = (compiled_greedy_step(model, backend) if compile_step and use_cache and strategy == "greedy" and k == 1
+             and isinstance(stepper, (_SingleStepper, _DepthStepper)) else None)
     scores = torch.zeros(n, k, device=dev)
     scores[:, 1:] = NEG_INF  # all beams start identical: expand only the first
     scores = scores.reshape(-1)
     greedy = make_picker("greedy", 1.0, 1.0, None)
     for step in range(stepper.total_steps):
+        if fused is not None:
+            fused(model, stepper, seq, tgt_mod, cache)
+            if (step + 1) % END_CHECK == 0 and stepper.all_done():
+                seq = seq[:, : step + 2]
+                break
+            continue
         if cache is not None:
             h = step_fn(model, seq[:, step: step + 1], tgt_mod, cache)
         else:

@@ -161,8 +161,9 @@ def test_decoding_with_a_sparse_end_check_gives_the_tokens_of_a_check_every_step
 @pytest.mark.parametrize("shared", [True, False])
 def test_static_cache_and_compiled_step_decode_the_eager_tokens(shared):
     """The static cache (fixed buffers at a device-side position) and the step traced as one graph (fullgraph, so a
-    graph break would raise) give the growing cache's tokens: greedy and beam, single-stream and sub-decoder
-    targets; over the steps the step is compiled once."""
+    graph break would raise; greedy decoding traces the whole step, output head, rules and token choice included)
+    give the growing cache's tokens: greedy and beam, single-stream and sub-decoder targets; over the steps the
+    step is compiled once."""
     import torch._dynamo
 
     model = small_model(shared_across_modalities=shared)
@@ -178,6 +179,7 @@ def test_static_cache_and_compiled_step_decode_the_eager_tokens(shared):
             compiled = model.generate(src, mask, "lmx", tgt, compile_step="eager", **kw)
             assert [o.tolist() for o in compiled] == [o.tolist() for o in eager], (tgt, kw)
     assert not torch._dynamo.utils.counters["graph_break"]
+    assert "eager" in model.__dict__["_compiled_greedy_steps"]  # greedy: head and token choice inside the graph
     # one graph per batch size of the decoded rows (3 greedy, 6 beams), never one per step
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] <= 3
 
@@ -209,9 +211,10 @@ def test_op_count_figures_meet_the_cpu_budgets(tmp_path):
 
 @pytest.mark.slow
 def test_compiled_decoding_step_kernels(tmp_path):
-    """The decoding step compiled by inductor (needs a C++ compiler on the CPU; what a GPU replays as one CUDA graph):
-    per decoder layer at most 13 kernels (6 GEMMs, 2 attention kernels, 3 residual add + LayerNorm, the rotary and
-    cache write, the GELU), far fewer per step than the eager step's operators; the same tokens as the eager step."""
+    """The greedy decoding step compiled by inductor (needs a C++ compiler on the CPU; what a GPU replays as one CUDA
+    graph): per decoder layer at most 13 kernels (6 GEMMs, 2 attention kernels, 3 residual add + LayerNorm, the
+    rotary and cache write, the GELU) and 3 more for the embedding, output head, token choice and writes; nothing
+    between two steps but the end check every 16 steps; the same tokens as the eager step."""
     out = tmp_path / "counts.json"
     proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "bench" / "op_count.py"), "--cases", "fp32",
                            "--kinds", "moe", "--compile", "inductor", "--steps", "8", "--json", str(out)], cwd=ROOT,
@@ -219,6 +222,7 @@ def test_compiled_decoding_step_kernels(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(out.read_text())
     layers = 12
-    assert figures["decode_compiled_moe_step_kernels"] <= 13 * layers + 1
-    assert figures["decode_compiled_moe_kernels_per_step"] < 0.65 * figures["decode_fp32_moe_ops_per_step"]
+    assert figures["decode_compiled_moe_step_kernels"] <= 13 * layers + 3
+    assert figures["decode_compiled_moe_kernels_per_step"] - figures["decode_compiled_moe_step_kernels"] <= 1 / 8
+    assert figures["decode_compiled_moe_kernels_per_step"] < 0.6 * figures["decode_fp32_moe_ops_per_step"]
     assert figures["decode_compiled_moe_lmx_same_tokens"] == 1 and figures["decode_compiled_moe_graph_breaks"] == 0
