@@ -496,8 +496,9 @@ def generate(
     continuous source inputs and image grid heights (as in :class:`~musicmoe.models.batch.Batch`); ``tgt_rows``
     (B,): grid heights of image targets to generate. Runs in eval mode (restored afterwards) without gradients.
     ``compile_step`` (with ``use_cache``): decode with a static cache and the step compiled as one graph (True:
-    inductor, CUDA graphs on a GPU; a string names the ``torch.compile`` backend); the tokens are those of the
-    eager step.
+    inductor, CUDA graphs on a GPU; a string names the ``torch.compile`` backend); greedy decoding of single-stream
+    and sub-decoder targets compiles the whole step, output head and token choice included; the tokens are those
+    of the eager step.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"generate: strategy must be one of {STRATEGIES}, got {strategy!r}")
