@@ -58,10 +58,7 @@ class MelDegradeConfig:
             if len(rng) != 2 or rng[0] > rng[1] or (not db and rng[0] < 0):
                 raise ValueError(f"audio_degrade.{name} must be [low, high] with low <= high"
                                  f"{'' if db else ' and low >= 0'}, got {rng}")
-        for name in ("eq_db", "gain_db", "envelope_bins", "envelope_frames"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"audio_degrade.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("eq_bumps", "mask_frames", "mask_bins"):
+        for name in ("eq_db", "gain_db", "envelope_bins", "envelope_frames", "eq_bumps", "mask_frames", "mask_bins"):
             if getattr(self, name) < 0:
                 raise ValueError(f"audio_degrade.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -102,7 +99,7 @@ def degrade_mel(features: np.ndarray, cfg: MelDegradeConfig, rng: np.random.Gene
     bumps = rng.random((max(cfg.eq_bumps, 1), 3))
     gain = rng.uniform(-cfg.gain_db, cfg.gain_db) * LN10_DB
     snr = rng.uniform(*cfg.snr_db)
-    colour = rng.random(3)
+    colour = rng.random(3)  # the noise floor's tilt uses the first (three drawn: recorded runs keep their draws)
     env_snr = rng.uniform(*cfg.envelope_snr_db)
     env_seed = int(rng.integers(0, 2**31))
     mask = rng.random(4)
@@ -114,7 +111,6 @@ def degrade_mel(features: np.ndarray, cfg: MelDegradeConfig, rng: np.random.Gene
     bins = width // stack
     logp = features.astype(np.float32).reshape(t * stack, bins)
     floor = float(logp.min())
-    power = None
     if do["smear_freq"] or do["smear_time"]:
         power = np.exp(logp.astype(np.float64))
         if do["smear_freq"]:
@@ -127,8 +123,8 @@ def degrade_mel(features: np.ndarray, cfg: MelDegradeConfig, rng: np.random.Gene
     if do["gain"]:
         logp = logp + np.float32(gain)
     if do["noise"]:
-        # coloured noise: a power spectrum sloping by -6..+6 dB per octave-ish across the bins, SNR against the
-        # example's mean power, exponentially distributed per cell (the power of Gaussian noise)
+        # coloured noise: a power spectrum tilted by up to +-12 dB at the band edges, SNR against the example's mean
+        # power, exponentially distributed per cell (the power of Gaussian noise)
         power = np.exp(logp.astype(np.float64))
         x = np.linspace(-1.0, 1.0, bins)
         shape = np.exp((colour[0] * 2 - 1) * 12 * LN10_DB * x)
