@@ -277,19 +277,23 @@ def _cached_step(model: Translator, tokens: torch.Tensor, tgt_mod: torch.Tensor,
     return model.decode(tokens, tgt_mod, cache=cache)[0][:, -1]
 
 
-def compiled_step(model: Translator, backend: str = "inductor") -> Callable:
-    """:func:`_cached_step` compiled as one graph (``fullgraph``: a graph break is an error) for a static cache;
-    on CUDA with inductor in ``reduce-overhead`` mode (CUDA graphs). Kept on the model per backend."""
-    store = model.__dict__.setdefault("_compiled_steps", {})
+def _compiled(model: Translator, fn: Callable, store_name: str, backend: str) -> Callable:
+    """``fn`` compiled as one graph (``fullgraph``: a graph break is an error, static shapes), on CUDA with inductor
+    in ``reduce-overhead`` mode (CUDA graphs); kept on the model under ``store_name`` per backend."""
+    store = model.__dict__.setdefault(store_name, {})
     if backend not in store:
         on_cuda = next(model.parameters()).is_cuda
         mode = "reduce-overhead" if on_cuda and backend == "inductor" else None
-        store[backend] = torch.compile(_cached_step, fullgraph=True, dynamic=False, backend=backend, mode=mode)
+        store[backend] = torch.compile(fn, fullgraph=True, dynamic=False, backend=backend, mode=mode)
     return store[backend]
 
 
-def _argmax(logits: torch.Tensor, need_logp: bool = False) -> tuple[torch.Tensor, None]:
-    return logits.argmax(-1), None
+def compiled_step(model: Translator, backend: str = "inductor") -> Callable:
+    """:func:`_cached_step` compiled as one graph for a static cache (see :func:`_compiled`)."""
+    return _compiled(model, _cached_step, "_compiled_steps", backend)
+
+
+_GREEDY = make_picker("greedy", 1.0, 1.0, None)
 
 
 def _greedy_step(model: Translator, stepper: _Stepper, seq: torch.Tensor, tgt_mod: torch.Tensor, cache) -> None:
@@ -299,21 +303,16 @@ def _greedy_step(model: Translator, stepper: _Stepper, seq: torch.Tensor, tgt_mo
     :func:`compiled_greedy_step`)."""
     pos = cache.clock.pos.clone()  # frames produced so far (the decoder call advances the clock)
     h = model.decode(seq.index_select(1, pos), tgt_mod, cache=cache)[0][:, -1]
-    tok0, _ = _argmax(stepper.first_logits(h, pos))
-    frame, _ = stepper.complete(h, tok0, pos, _argmax)
+    tok0, _ = _GREEDY(stepper.first_logits(h, pos))
+    frame, _ = stepper.complete(h, tok0, pos, _GREEDY)
     stepper.update_(frame, pos)
     seq.index_copy_(1, pos + 1, frame[:, None])
 
 
 def compiled_greedy_step(model: Translator, backend: str = "inductor") -> Callable:
-    """:func:`_greedy_step` compiled as one graph (``fullgraph``), as :func:`compiled_step`: the whole greedy step in
-    one graph (on CUDA one CUDA graph), so no operator runs between two steps. Kept on the model per backend."""
-    store = model.__dict__.setdefault("_compiled_greedy_steps", {})
-    if backend not in store:
-        on_cuda = next(model.parameters()).is_cuda
-        mode = "reduce-overhead" if on_cuda and backend == "inductor" else None
-        store[backend] = torch.compile(_greedy_step, fullgraph=True, dynamic=False, backend=backend, mode=mode)
-    return store[backend]
+    """:func:`_greedy_step` compiled as one graph (see :func:`_compiled`): the whole greedy step, so no operator runs
+    between two steps."""
+    return _compiled(model, _greedy_step, "_compiled_greedy_steps", backend)
 
 
 def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor, m: int, max_len: int,
@@ -348,7 +347,6 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
     scores = torch.zeros(n, k, device=dev)
     scores[:, 1:] = NEG_INF  # all beams start identical: expand only the first
     scores = scores.reshape(-1)
-    greedy = make_picker("greedy", 1.0, 1.0, None)
     for step in range(stepper.total_steps):
         if fused is not None:
             fused(model, stepper, seq, tgt_mod, cache)
@@ -372,7 +370,7 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
             stepper.reorder(src)
             if cache is not None:
                 cache.reorder(src)
-            frame, extra = stepper.complete(h, tok0, step, greedy, need_logp=True)
+            frame, extra = stepper.complete(h, tok0, step, _GREEDY, need_logp=True)
             scores = top_s.reshape(-1) + extra
         else:
             tok0, _ = pick(logits0)
@@ -448,8 +446,7 @@ def _ctc_decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Te
     ctc = ctc_best_path(logp, mem_mask, up, spec, max_len)
     if strategy == "ctc":
         return ctc
-    greedy = make_picker("greedy", 1.0, 1.0, None)
-    att = _decode_part(model, memory, mem_mask, m, max_len, "greedy", 1, greedy, use_cache, 0, 1.0,
+    att = _decode_part(model, memory, mem_mask, m, max_len, "greedy", 1, _GREEDY, use_cache, 0, 1.0,
                        cross_times=cross_times)
     n = len(att)
     both = list(att) + list(ctc)
