@@ -119,5 +119,11 @@ if [ -d .gpu/tokens ]; then
   step e2e_compile 120 "${E2E[@]}" run.name=compiled trainer.max_steps=4 model.compile=true
 fi
 
+# (h) if time is left: the decoding step with max-autotune (Triton GEMM templates with fused epilogues, CUDA graphs)
+if [ "$DEVICE" = cuda ]; then
+  step decode_autotuned 150 "$PY" experiments/bench/decode.py --size "$SIZE" --device "$DEVICE" --moe --fp32 \
+    --targets lmx "${DECODE[@]}" --compile-step max-autotune --json "$OUT/decode_autotuned.json"
+fi
+
 echo "== all steps done after $((SECONDS - T0))s; logs and JSON in $OUT"
 "$PY" experiments/bench/gpu_summary.py "$OUT" || { echo "summary failed; steps:"; cat "$STEPS"; }

@@ -20,7 +20,9 @@ Counted with a ``TorchDispatchMode`` (every aten call that reaches a kernel, for
   fused kernels, extern kernels such as ``addmm``, fallback aten operators; buffer allocation and views excluded),
   and per greedy step that figure plus the eager operators between two compiled steps (greedy decoding compiles
   the whole step: decoder, output head, decoding rules, token choice and writes; outside it only the read-back of
-  "has every row ended?" every 16 steps).
+  "has every row ended?" every 16 steps);
+* ``decode_autotuned_<kind>_...``: the same figures with ``--compile max-autotune`` (inductor's GEMM templates chosen
+  for the matmuls, so that bias, GELU and LayerNorm fuse into them; on a CPU the weights are frozen into the step).
 
 Cases: ``fp32`` (float32 parameters), ``autocast`` (float32 parameters under bf16 autocast, as an AMP run) and
 ``bf16`` (bfloat16 parameters, as DeepSpeed's bf16 mode computes with fp32 master weights in the optimizer);
@@ -29,6 +31,7 @@ Cases: ``fp32`` (float32 parameters), ``autocast`` (float32 parameters under bf1
     python experiments/bench/op_count.py                    # every figure
     python experiments/bench/op_count.py --json counts.json --compile            # tracing only (fast)
     python experiments/bench/op_count.py --cases bf16 --compile inductor         # compiled code: kernels per step
+    python experiments/bench/op_count.py --cases bf16 --compile inductor,max-autotune  # and with GEMM templates
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from musicmoe.models import ModelConfig, Translator
+from musicmoe.models.generation import AUTOTUNE
 from musicmoe.models.hostsync import HostSyncCounter
 
 
@@ -188,6 +192,7 @@ def random_sources(src_len: int, rows: int = 2, generator: torch.Generator | Non
     return src, torch.ones(rows, src_len, dtype=torch.bool)
 
 
+INDUCTOR = ("inductor", AUTOTUNE)
 KERNEL_CALL = re.compile(r"^\s*(?:\w+ = )?(?:cpp_fused_\w+|triton_\w+\.run|extern_kernels\.\w+|"
                          r"torch\.ops\.\w+\.\w+(?:\.\w+)?|aten\.\w+(?:\.\w+)?)\(", re.M)
 
@@ -218,7 +223,7 @@ def compiled_decode(model: Translator, steps: int, backend: str) -> dict[str, fl
             def decode():
                 return model.generate(src, mask, "image", tgt, max_len=steps, min_len=steps, compile_step=backend)
 
-            if backend == "inductor" and tgt == "lmx":  # the generated code of the step, to count its kernels
+            if backend in INDUCTOR and tgt == "lmx":  # the generated code of the step, to count its kernels
                 compiled, codes = run_and_get_code(decode)
                 if len(codes) != 1:
                     raise RuntimeError(f"the decoding step compiled to {len(codes)} graphs, expected one")
@@ -240,9 +245,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ap.add_argument("--tgt-len", type=int, default=48)
     ap.add_argument("--steps", type=int, default=20, help="decoding steps counted (default 20)")
     ap.add_argument("--cases", default="fp32,autocast,bf16", help="comma-separated precision cases")
-    ap.add_argument("--compile", nargs="?", const="eager", default=None, metavar="BACKEND",
-                    help="also compile the decoding step (torch.compile backend, default 'eager': tracing only) and "
-                         "count recompiles and graph breaks over --steps steps")
+    ap.add_argument("--compile", nargs="?", const="eager", default=None, metavar="BACKEND[,BACKEND]",
+                    help="also compile the decoding step (torch.compile backend, default 'eager': tracing only; "
+                         "'max-autotune': inductor with GEMM templates, weights frozen) and count recompiles and graph "
+                         "breaks over --steps steps; several backends comma-separated")
     ap.add_argument("--kinds", default="dense,moe", help="comma-separated decoder kinds (dense, moe)")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
@@ -269,15 +275,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             for name in ("train_%s_aten_ops", "train_%s_casts", "train_%s_view_backward_copies",
                          "decode_%s_ops_per_step", "decode_%s_host_syncs_per_step"):
                 print(f"{name % tag} {out[name % tag]}", flush=True)
-    if args.compile:
+    for backend in args.compile.split(",") if args.compile else ():
+        prefix = "decode_autotuned" if backend == AUTOTUNE else "decode_compiled"
         for kind in kinds:
             model = build(kind == "moe", torch.float32, args.src_len + args.steps + 8)
-            figures = compiled_decode(model, args.steps, args.compile)
+            figures = compiled_decode(model, args.steps, backend)
             if "decode_compiled_step_kernels" in figures:  # inductor: plus the eager operators around the step
                 figures["decode_compiled_kernels_per_step"] = round(
                     figures["decode_compiled_step_kernels"] + count_outside_fused_step(model, args.steps), 2)
             for key, value in figures.items():
-                key = key.replace("decode_compiled", f"decode_compiled_{kind}")
+                key = key.replace("decode_compiled", f"{prefix}_{kind}")
                 out[key] = value
                 print(f"{key} {value}", flush=True)
     if args.json:

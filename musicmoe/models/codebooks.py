@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from musicmoe.models.config import ModelConfig
+from musicmoe.models.frozen import own_storage
 from musicmoe.models.layers import SelfAttentionBlock
 from musicmoe.models.vocab import ModalitySpec
 
@@ -88,4 +89,4 @@ class DepthDecoder(nn.Module):
         """Logits (N, V + 4) of code ``q = prefix.shape[1]`` given the frame's codes ``prefix`` (N, q)."""
         q = prefix.shape[1]
         x = self._run(h, prefix)[:, -1]
-        return x @ self.head_weight[q].to(x.dtype).T + self.head_bias[q].to(x.dtype)
+        return x @ own_storage(self.head_weight[q]).to(x.dtype).T + self.head_bias[q].to(x.dtype)

@@ -277,14 +277,62 @@ def _cached_step(model: Translator, tokens: torch.Tensor, tgt_mod: torch.Tensor,
     return model.decode(tokens, tgt_mod, cache=cache)[0][:, -1]
 
 
+AUTOTUNE = "max-autotune"
+
+
+def _weights_state(model: Translator) -> tuple[tuple[int, int], ...]:
+    """Where each parameter and buffer lives and how often it was written in place (``Tensor._version``): changes
+    when training, ``load_state_dict`` or ``.to()`` touch the weights."""
+    return tuple((t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+
+
+# inductor settings of the CPU max-autotune step; set globally while it is traced and compiled, since dynamo decides
+# at tracing whether parameters become constants (``torch.compile(options=...)`` reaches only inductor)
+FROZEN_AUTOTUNE = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP"}
+
+
+def _with_inductor_config(compiled: Callable, settings: dict) -> Callable:
+    """``compiled`` run with inductor's config patched by ``settings`` (for the call that traces and compiles it)."""
+    import torch._inductor.config as inductor_config
+
+    def run(*args, **kwargs):
+        with inductor_config.patch(settings):
+            return compiled(*args, **kwargs)
+
+    return run
+
+
 def _compiled(model: Translator, fn: Callable, store_name: str, backend: str) -> Callable:
-    """``fn`` compiled as one graph (``fullgraph``: a graph break is an error, static shapes), on CUDA with inductor
-    in ``reduce-overhead`` mode (CUDA graphs); kept on the model under ``store_name`` per backend."""
+    """``fn`` compiled as one graph (``fullgraph``: a graph break is an error, static shapes), kept on the model under
+    ``store_name`` per backend. With inductor on CUDA: ``reduce-overhead`` mode (CUDA graphs).
+
+    ``backend="max-autotune"``: inductor choosing each matmul's kernel by timing, GEMM templates included, so that a
+    bias, an activation or a neighbouring LayerNorm is fused into the matmul (on CUDA: Triton templates and CUDA
+    graphs). On a CPU inductor's C++ GEMM template needs constant weights, so the weights are frozen into the compiled
+    step (the C++ template for every matmul it supports, so that the compiled code does not depend on timings); it is
+    compiled again when they change (:func:`_weights_state`)."""
     store = model.__dict__.setdefault(store_name, {})
+    on_cuda = next(model.parameters()).is_cuda
+    frozen = backend == AUTOTUNE and not on_cuda
+    if frozen and backend in store and store.get("_frozen_state") != _weights_state(model):
+        # dynamo keeps compiled code per function, guarded on the model's identity, not its values: drop it
+        from torch._dynamo.eval_frame import remove_from_cache
+
+        remove_from_cache(fn)
+        del store[backend]
     if backend not in store:
-        on_cuda = next(model.parameters()).is_cuda
-        mode = "reduce-overhead" if on_cuda and backend == "inductor" else None
-        store[backend] = torch.compile(fn, fullgraph=True, dynamic=False, backend=backend, mode=mode)
+        if backend == AUTOTUNE and on_cuda:
+            compiled = torch.compile(fn, fullgraph=True, dynamic=False, mode="max-autotune")
+        elif frozen:
+            # the options as well: they make this compiled code's backend differ from plain inductor's, whose
+            # cached code must never be the frozen one
+            compiled = _with_inductor_config(
+                torch.compile(fn, fullgraph=True, dynamic=False, options=FROZEN_AUTOTUNE), FROZEN_AUTOTUNE)
+            store["_frozen_state"] = _weights_state(model)
+        else:
+            mode = "reduce-overhead" if on_cuda and backend == "inductor" else None
+            compiled = torch.compile(fn, fullgraph=True, dynamic=False, backend=backend, mode=mode)
+        store[backend] = compiled
     return store[backend]
 
 
@@ -493,9 +541,10 @@ def generate(
     continuous source inputs and image grid heights (as in :class:`~musicmoe.models.batch.Batch`); ``tgt_rows``
     (B,): grid heights of image targets to generate. Runs in eval mode (restored afterwards) without gradients.
     ``compile_step`` (with ``use_cache``): decode with a static cache and the step compiled as one graph (True:
-    inductor, CUDA graphs on a GPU; a string names the ``torch.compile`` backend); greedy decoding of single-stream
-    and sub-decoder targets compiles the whole step, output head and token choice included; the tokens are those
-    of the eager step.
+    inductor, CUDA graphs on a GPU; a string names the ``torch.compile`` backend, or ``"max-autotune"``: inductor
+    with autotuned GEMM templates that fuse bias and activation into the matmuls, weights frozen on a CPU, for
+    inference); greedy decoding of single-stream and sub-decoder targets compiles the whole step, output head and
+    token choice included; the tokens are those of the eager step.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"generate: strategy must be one of {STRATEGIES}, got {strategy!r}")

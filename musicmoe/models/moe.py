@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from musicmoe.models.frozen import own_storage
 from musicmoe.models.vocab import MODALITIES
 
 
@@ -211,7 +212,9 @@ class GroupedMoE(nn.Module):
         def split(p: torch.Tensor | None) -> list[torch.Tensor | None]:
             if p is None:
                 return [None] * self.n_experts
-            return [p.squeeze(0)] if self.n_experts == 1 else list(p.unbind(0))
+            if self.n_experts == 1:
+                return [p.squeeze(0)]
+            return [own_storage(w) for w in p.unbind(0)]  # (views at an offset: see musicmoe.models.frozen)
 
         return list(zip(split(self.w_in), split(self.bias_in), split(self.w_out), split(self.bias_out)))
 
