@@ -315,7 +315,8 @@ def _compiled(model: Translator, fn: Callable, store_name: str, backend: str) ->
     on_cuda = next(model.parameters()).is_cuda
     frozen = backend == AUTOTUNE and not on_cuda
     if frozen and backend in store and store.get("_frozen_state") != _weights_state(model):
-        # dynamo keeps compiled code per function, guarded on the model's identity, not its values: drop it
+        # dynamo keeps compiled code per function, guarded on the model's identity, not its values: drop it (the
+        # function's code for every model and backend; each compiles again at its next use)
         from torch._dynamo.eval_frame import remove_from_cache
 
         remove_from_cache(fn)
