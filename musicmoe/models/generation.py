@@ -388,11 +388,11 @@ def _decode_part(model: Translator, memory: torch.Tensor, mem_mask: torch.Tensor
                                  static=bool(compile_step))
              if use_cache else None)
     backend = compile_step if isinstance(compile_step, str) else "inductor"
-    step_fn = compiled_step(model, backend) if compile_step and use_cache else _cached_step
     # greedy decoding of a single stream or a sub-decoder frame: the whole step (head and token choice included)
-    # is one compiled graph
+    # is one compiled graph; otherwise the decoder step alone
     fused = (compiled_greedy_step(model, backend) if compile_step and use_cache and strategy == "greedy" and k == 1
              and isinstance(stepper, (_SingleStepper, _DepthStepper)) else None)
+    step_fn = compiled_step(model, backend) if compile_step and use_cache and fused is None else _cached_step
     scores = torch.zeros(n, k, device=dev)
     scores[:, 1:] = NEG_INF  # all beams start identical: expand only the first
     scores = scores.reshape(-1)
